@@ -1,0 +1,47 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export SLEEVE_HOME ?= $(CURDIR)/.sleeve
+# Airflow runs against this checkout with its metadata DB under SLEEVE_HOME.
+export AIRFLOW_HOME ?= $(SLEEVE_HOME)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo demo-ui test lint bench clean
+
+# Dependencies: torch first (resolves to the local CPU build here), then the pinned rest.
+$(BIN)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+# SLEEVE_HOME: warehouse schema, store and outbox folders, tiny model, Airflow metadata DB.
+$(SLEEVE_HOME)/.ready: $(BIN)/.installed $(wildcard sleeve/warehouse/migrations/*.sql) sleeve/tinymodel.py
+	$(BIN)/python -m sleeve.cli init
+	touch $@
+
+setup: $(SLEEVE_HOME)/.ready
+
+demo: setup
+	$(BIN)/python -m sleeve_airflow.demo
+
+demo-ui: setup
+	$(BIN)/airflow standalone
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m sleeve.bench
+
+clean:
+	rm -rf $(SLEEVE_HOME)

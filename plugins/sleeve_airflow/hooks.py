@@ -1,0 +1,93 @@
+"""Hooks: an Airflow Connection + a cached client + a few verbs (the provider style).
+
+Each hook returns Sleeve's plain-Python backend for its concern. With no connection configured
+the embedded default is used (DuckDB file, local store directory), so nothing needs
+credentials on a laptop. In production the connection holds the secret (a service-account key
+in its ``extra``), never the code or the environment of the image.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+
+from airflow.sdk import BaseHook
+
+from sleeve.settings import Settings, get_settings
+
+
+def _gcp_credentials(conn_id: str):
+    """Service-account credentials from the connection's extra (``keyfile_dict`` JSON or
+    ``key_path``), or None for Application Default Credentials / workload identity."""
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception:  # connection not defined: fall back to ADC
+        return None, None
+    extra = conn.extra_dejson
+    project = extra.get("project") or extra.get("project_id")
+    from google.oauth2 import service_account
+
+    if extra.get("keyfile_dict"):
+        info = extra["keyfile_dict"]
+        info = json.loads(info) if isinstance(info, str) else info
+        return service_account.Credentials.from_service_account_info(info), project
+    if extra.get("key_path"):
+        return service_account.Credentials.from_service_account_file(extra["key_path"]), project
+    return None, project
+
+
+class WarehouseHook(BaseHook):
+    """The configured warehouse: DuckDB (default) or BigQuery via connection ``sleeve_gcp``."""
+
+    conn_name_attr = "gcp_conn_id"
+    default_conn_name = "sleeve_gcp"
+    hook_name = "Sleeve warehouse"
+
+    def __init__(self, gcp_conn_id: str = default_conn_name, settings: Settings | None = None):
+        super().__init__()
+        self.gcp_conn_id = gcp_conn_id
+        self.settings = settings or get_settings()
+
+    @cached_property
+    def warehouse(self):
+        from sleeve.warehouse import open_warehouse
+
+        client = None
+        if self.settings.warehouse == "bigquery":
+            from google.cloud import bigquery
+
+            credentials, project = _gcp_credentials(self.gcp_conn_id)
+            client = bigquery.Client(project=project or self.settings.bq_project, credentials=credentials,
+                                     location=self.settings.bq_location)
+        return open_warehouse(self.settings, client=client)
+
+    def get_conn(self):
+        return self.warehouse
+
+
+class ObjectStoreHook(BaseHook):
+    """The configured object store: a local directory (default) or GCS via ``sleeve_gcp``."""
+
+    conn_name_attr = "gcp_conn_id"
+    default_conn_name = "sleeve_gcp"
+    hook_name = "Sleeve object store"
+
+    def __init__(self, gcp_conn_id: str = default_conn_name, settings: Settings | None = None):
+        super().__init__()
+        self.gcp_conn_id = gcp_conn_id
+        self.settings = settings or get_settings()
+
+    @cached_property
+    def store(self):
+        from sleeve.store import open_store
+
+        store = open_store(self.settings.store_url)
+        if self.settings.store_url.startswith("gs://"):
+            from google.cloud import storage
+
+            credentials, project = _gcp_credentials(self.gcp_conn_id)
+            store.__dict__["client"] = storage.Client(project=project, credentials=credentials)
+        return store
+
+    def get_conn(self):
+        return self.store

@@ -1,0 +1,160 @@
+"""One place for Sleeve's configuration.
+
+Every setting has an embedded default that works offline with no credentials. Production
+values come from environment variables; secrets (API keys, tokens, service-account keys) come
+only from Airflow Connections (read by the hooks in ``plugins/``) or from the environment,
+never from this module's defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the setting and the fix."""
+
+
+WAREHOUSES = ("duckdb", "bigquery")
+NOTIFIERS = ("outbox", "slack")
+LABELLERS = ("offline", "llm")
+GPU_EXECUTORS = ("local", "celery", "kubernetes")
+
+
+def _choice(env: dict, name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, default).strip().lower() or default
+    if value not in allowed:
+        raise SettingsError(f"{name}={value!r} is not supported; set {name} to one of {', '.join(allowed)}")
+    return value
+
+
+def _positive_int(env: dict, name: str, default: int) -> int:
+    raw = env.get(name, str(default)).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer; set {name} to a whole number like {default}") from None
+    if value < 1:
+        raise SettingsError(f"{name}={value} must be at least 1")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    warehouse: str = "duckdb"
+    bq_project: str = ""
+    bq_dataset: str = ""
+    bq_location: str = "US"
+    store_url: str = ""
+    notifier: str = "outbox"
+    slack_channel: str = ""
+    labeller: str = "offline"
+    llm_base_url: str = ""
+    llm_model: str = ""
+    base_model: str = ""
+    gpu_executor: str = "local"
+    gpu_slots: int = 1
+    pii_key: str = field(default="", repr=False)
+    extra: dict = field(default_factory=dict, compare=False)
+
+    # Embedded-default locations under SLEEVE_HOME.
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.home / "store"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.home / "outbox"
+
+    @property
+    def tiny_model_dir(self) -> Path:
+        return self.home / "models" / "tiny-sdxl"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.home, self.outbox_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        if self.store_url.startswith("file://"):
+            Path(self.store_url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+
+
+def load_settings(env: dict | None = None) -> Settings:
+    """Read and validate settings from ``env`` (default: ``os.environ``)."""
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("SLEEVE_HOME", "./.sleeve")).expanduser().resolve()
+
+    warehouse = _choice(env, "SLEEVE_WAREHOUSE", "duckdb", WAREHOUSES)
+    bq_project = env.get("SLEEVE_BQ_PROJECT", "").strip()
+    bq_dataset = env.get("SLEEVE_BQ_DATASET", "").strip()
+    if warehouse == "bigquery":
+        for name, value in (("SLEEVE_BQ_PROJECT", bq_project), ("SLEEVE_BQ_DATASET", bq_dataset)):
+            if not value:
+                raise SettingsError(
+                    f"SLEEVE_WAREHOUSE=bigquery needs {name}; set it (e.g. {name}=my-project) "
+                    "or unset SLEEVE_WAREHOUSE to use the embedded DuckDB warehouse"
+                )
+
+    store_url = env.get("SLEEVE_STORE_URL", "").strip() or f"file://{home / 'store'}"
+    if store_url.startswith("gs://"):
+        if not store_url.removeprefix("gs://").split("/", 1)[0]:
+            raise SettingsError(f"SLEEVE_STORE_URL={store_url!r} names no bucket; use gs://BUCKET[/prefix]")
+    elif store_url.startswith("file://"):
+        if not store_url.removeprefix("file://").startswith("/"):
+            raise SettingsError(f"SLEEVE_STORE_URL={store_url!r} must be an absolute path: file:///abs/path")
+    else:
+        raise SettingsError(
+            f"SLEEVE_STORE_URL={store_url!r} is not supported; use file:///abs/path or gs://BUCKET[/prefix]"
+        )
+
+    notifier = _choice(env, "SLEEVE_NOTIFIER", "outbox", NOTIFIERS)
+    slack_channel = env.get("SLEEVE_SLACK_CHANNEL", "").strip()
+    if notifier == "slack" and not slack_channel and not env.get("SLEEVE_SLACK_WEBHOOK", "").strip():
+        raise SettingsError(
+            "SLEEVE_NOTIFIER=slack needs SLEEVE_SLACK_CHANNEL (a channel id like C0123456789) for a bot token, "
+            "or a webhook connection; set SLEEVE_SLACK_CHANNEL or unset SLEEVE_NOTIFIER to use the outbox"
+        )
+
+    labeller = _choice(env, "SLEEVE_LABELLER", "offline", LABELLERS)
+    llm_base_url = env.get("SLEEVE_LLM_BASE_URL", "").strip()
+    llm_model = env.get("SLEEVE_LLM_MODEL", "").strip()
+    if labeller == "llm" and not (llm_base_url and llm_model):
+        raise SettingsError(
+            "SLEEVE_LABELLER=llm needs SLEEVE_LLM_BASE_URL (e.g. https://api.openai.com/v1) and SLEEVE_LLM_MODEL; "
+            "the key comes from SLEEVE_LLM_API_KEY or the sleeve_llm Airflow Connection"
+        )
+    if llm_base_url and not llm_base_url.startswith(("http://", "https://")):
+        raise SettingsError(f"SLEEVE_LLM_BASE_URL={llm_base_url!r} must start with http:// or https://")
+
+    base_model = env.get("SLEEVE_BASE_MODEL", "").strip() or str(home / "models" / "tiny-sdxl")
+
+    return Settings(
+        home=home,
+        warehouse=warehouse,
+        bq_project=bq_project,
+        bq_dataset=bq_dataset,
+        bq_location=env.get("SLEEVE_BQ_LOCATION", "US").strip() or "US",
+        store_url=store_url.rstrip("/"),
+        notifier=notifier,
+        slack_channel=slack_channel,
+        labeller=labeller,
+        llm_base_url=llm_base_url.rstrip("/"),
+        llm_model=llm_model,
+        base_model=base_model,
+        gpu_executor=_choice(env, "SLEEVE_GPU_EXECUTOR", "local", GPU_EXECUTORS),
+        gpu_slots=_positive_int(env, "SLEEVE_GPU_SLOTS", 1),
+        # Keys the email hash. The default suits the offline demo only; production sets a secret.
+        pii_key=env.get("SLEEVE_PII_KEY", "") or "sleeve-local-demo-key",
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, validated once. Tests call ``get_settings.cache_clear()``."""
+    return load_settings()

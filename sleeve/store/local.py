@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from sleeve.store.base import ObjectStore, StoreError, check_key
+
+
+class LocalStore(ObjectStore):
+    """A directory tree. Atomic writes: temp file in the target directory, then rename
+    (replace) or hard link (create-only, which fails if the name exists)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.url = f"file://{self.root}"
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put_bytes(self, key, data, *, content_type=None, create_only=False):
+        path = self._path(key)
+        if create_only and path.exists():
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            if create_only:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False
+            else:
+                os.replace(tmp, path)
+            return True
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def get_bytes(self, key):
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"no object at {self.uri(key)}") from None
+
+    def exists(self, key):
+        return self._path(key).is_file()
+
+    def list(self, prefix=""):
+        base = self.root / prefix.rstrip("/") if prefix.rstrip("/") else self.root
+        if prefix and not prefix.endswith("/") and not base.is_dir():
+            base = base.parent
+        if not base.exists():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*")
+                if p.is_file() and not p.name.startswith("."))
+        return sorted(k for k in keys if k.startswith(prefix))
+
+    def delete(self, key):
+        try:
+            self._path(key).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def local_path(self, key: str) -> Path:
+        """Where the object lives on disk (local store only; lets trainers read in place)."""
+        return self._path(key)

@@ -1,0 +1,50 @@
+import pytest
+
+from sleeve.settings import SettingsError, load_settings
+
+
+def test_defaults_work_offline(tmp_path):
+    s = load_settings({"SLEEVE_HOME": str(tmp_path)})
+    assert s.warehouse == "duckdb" and s.notifier == "outbox" and s.labeller == "offline"
+    assert s.warehouse_path == tmp_path / "warehouse.duckdb"
+    assert s.store_url == f"file://{tmp_path / 'store'}"
+    assert s.base_model == str(tmp_path / "models" / "tiny-sdxl")
+    assert s.gpu_executor == "local" and s.gpu_slots == 1
+
+
+@pytest.mark.parametrize(
+    "env, names",
+    [
+        ({"SLEEVE_WAREHOUSE": "postgres"}, "SLEEVE_WAREHOUSE"),
+        ({"SLEEVE_WAREHOUSE": "bigquery"}, "SLEEVE_BQ_PROJECT"),
+        ({"SLEEVE_WAREHOUSE": "bigquery", "SLEEVE_BQ_PROJECT": "p"}, "SLEEVE_BQ_DATASET"),
+        ({"SLEEVE_STORE_URL": "s3://bucket"}, "SLEEVE_STORE_URL"),
+        ({"SLEEVE_STORE_URL": "gs://"}, "SLEEVE_STORE_URL"),
+        ({"SLEEVE_STORE_URL": "file://relative/dir"}, "SLEEVE_STORE_URL"),
+        ({"SLEEVE_NOTIFIER": "slack"}, "SLEEVE_SLACK_CHANNEL"),
+        ({"SLEEVE_LABELLER": "llm"}, "SLEEVE_LLM_BASE_URL"),
+        ({"SLEEVE_LLM_BASE_URL": "ftp://x"}, "SLEEVE_LLM_BASE_URL"),
+        ({"SLEEVE_GPU_EXECUTOR": "slurm"}, "SLEEVE_GPU_EXECUTOR"),
+        ({"SLEEVE_GPU_SLOTS": "two"}, "SLEEVE_GPU_SLOTS"),
+        ({"SLEEVE_GPU_SLOTS": "0"}, "SLEEVE_GPU_SLOTS"),
+    ],
+)
+def test_bad_settings_name_the_setting(tmp_path, env, names):
+    with pytest.raises(SettingsError, match=names):
+        load_settings({"SLEEVE_HOME": str(tmp_path), **env})
+
+
+def test_production_settings(tmp_path):
+    s = load_settings({
+        "SLEEVE_HOME": str(tmp_path), "SLEEVE_WAREHOUSE": "BigQuery", "SLEEVE_BQ_PROJECT": "p",
+        "SLEEVE_BQ_DATASET": "d", "SLEEVE_STORE_URL": "gs://bucket/sleeve/", "SLEEVE_NOTIFIER": "slack",
+        "SLEEVE_SLACK_CHANNEL": "C1", "SLEEVE_LABELLER": "llm", "SLEEVE_LLM_BASE_URL": "https://llm/v1/",
+        "SLEEVE_LLM_MODEL": "m", "SLEEVE_GPU_EXECUTOR": "celery", "SLEEVE_GPU_SLOTS": "4",
+    })
+    assert (s.warehouse, s.store_url, s.llm_base_url, s.gpu_slots) == ("bigquery", "gs://bucket/sleeve",
+                                                                        "https://llm/v1", 4)
+
+
+def test_secrets_not_in_repr(tmp_path):
+    s = load_settings({"SLEEVE_HOME": str(tmp_path), "SLEEVE_PII_KEY": "very-secret"})
+    assert s.pii_key == "very-secret" and "very-secret" not in repr(s)

@@ -1,0 +1,62 @@
+import threading
+
+import pytest
+
+from sleeve.store import StoreError, open_store, open_uri, read_json, write_json
+
+
+def test_put_get_list_delete(tmp_path):
+    store = open_store(f"file://{tmp_path}")
+    assert store.put_bytes("covers/ab/x.png", b"png") is True
+    assert store.get_bytes("covers/ab/x.png") == b"png"
+    assert store.exists("covers/ab/x.png") and not store.exists("covers/ab/y.png")
+    write_json(store, "manifests/m.json", {"n": 1})
+    assert read_json(store, "manifests/m.json") == {"n": 1}
+    assert store.list("covers/") == ["covers/ab/x.png"]
+    assert store.list() == ["covers/ab/x.png", "manifests/m.json"]
+    assert store.delete("covers/ab/x.png") and not store.delete("covers/ab/x.png")
+    with pytest.raises(StoreError, match="no object"):
+        store.get_bytes("covers/ab/x.png")
+
+
+def test_create_only_never_overwrites(tmp_path):
+    store = open_store(f"file://{tmp_path}")
+    assert store.put_bytes("a/k", b"first", create_only=True)
+    assert not store.put_bytes("a/k", b"second", create_only=True)
+    assert store.get_bytes("a/k") == b"first"
+    assert store.put_bytes("a/k", b"third")  # a plain put replaces atomically
+    assert store.get_bytes("a/k") == b"third"
+
+
+def test_concurrent_create_only_has_one_winner(tmp_path):
+    store = open_store(f"file://{tmp_path}")
+    results = []
+
+    def write(i):
+        results.append(store.put_bytes("race/obj", f"writer{i}".encode(), create_only=True))
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 1
+    assert store.get_bytes("race/obj").startswith(b"writer")
+    assert [p.name for p in (tmp_path / "race").iterdir()] == ["obj"]  # no temp files left
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "users/alice@example.com/p.jpg", "sp ace"])
+def test_bad_keys_rejected(tmp_path, key):
+    with pytest.raises(StoreError):
+        open_store(f"file://{tmp_path}").put_bytes(key, b"x")
+
+
+def test_open_uri_round_trip(tmp_path):
+    store = open_store(f"file://{tmp_path}")
+    store.put_bytes("m/a.json", b"{}")
+    other, key = open_uri(store.uri("m/a.json"), root_url=store.url)
+    assert key == "m/a.json" and other.get_bytes(key) == b"{}"
+    other, key = open_uri(store.uri("m/a.json"))
+    assert other.get_bytes(key) == b"{}"
+    with pytest.raises(StoreError):
+        open_store("s3://x")
