@@ -58,6 +58,8 @@ class Settings:
     base_model: str = ""
     gpu_executor: str = "local"
     gpu_slots: int = 1
+    gpu_image: str = ""  # container image for GPU pods (SLEEVE_GPU_EXECUTOR=kubernetes)
+    k8s_namespace: str = "default"
     pii_key: str = field(default="", repr=False)
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -134,6 +136,14 @@ def load_settings(env: dict | None = None) -> Settings:
 
     base_model = env.get("SLEEVE_BASE_MODEL", "").strip() or str(home / "models" / "tiny-sdxl")
 
+    gpu_executor = _choice(env, "SLEEVE_GPU_EXECUTOR", "local", GPU_EXECUTORS)
+    gpu_image = env.get("SLEEVE_GPU_IMAGE", "").strip()
+    if gpu_executor == "kubernetes" and not gpu_image:
+        raise SettingsError(
+            "SLEEVE_GPU_EXECUTOR=kubernetes needs SLEEVE_GPU_IMAGE (the GPU worker image, e.g. "
+            "ghcr.io/acme/sleeve-gpu:1.0); set it or unset SLEEVE_GPU_EXECUTOR to run GPU jobs locally"
+        )
+
     return Settings(
         home=home,
         warehouse=warehouse,
@@ -147,8 +157,10 @@ def load_settings(env: dict | None = None) -> Settings:
         llm_base_url=llm_base_url.rstrip("/"),
         llm_model=llm_model,
         base_model=base_model,
-        gpu_executor=_choice(env, "SLEEVE_GPU_EXECUTOR", "local", GPU_EXECUTORS),
+        gpu_executor=gpu_executor,
         gpu_slots=_positive_int(env, "SLEEVE_GPU_SLOTS", 1),
+        gpu_image=gpu_image,
+        k8s_namespace=env.get("SLEEVE_K8S_NAMESPACE", "").strip() or "default",
         # Keys the email hash. The default suits the offline demo only; production sets a secret.
         pii_key=env.get("SLEEVE_PII_KEY", "") or "sleeve-local-demo-key",
     )

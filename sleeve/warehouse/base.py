@@ -94,6 +94,10 @@ class Warehouse(ABC):
     def execute(self, sql: str, params: dict | None = None) -> None: ...
 
     @abstractmethod
+    def tables(self) -> list[str]:
+        """Names of the tables in the warehouse, sorted."""
+
+    @abstractmethod
     def columns(self, table: str) -> list[str]:
         """The table's column names, from the live schema."""
 

@@ -78,6 +78,10 @@ class BigQueryWarehouse(Warehouse):
     def execute(self, sql, params=None):
         self.client.query(sql, job_config=self._job_config(params)).result()
 
+    def tables(self):
+        return sorted(t.table_id for t in self.client.list_tables(f"{self.project}.{self.dataset}")
+                      if not t.table_id.startswith("_stage_"))
+
     def columns(self, table):
         return [f.name for f in self.client.get_table(f"{self.project}.{self.dataset}.{ident(table)}").schema]
 

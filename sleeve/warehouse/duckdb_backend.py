@@ -56,6 +56,11 @@ class DuckDBWarehouse(Warehouse):
         with self._connect() as con:
             con.execute(to_duckdb(sql), params or {})
 
+    def tables(self):
+        with self._connect() as con:
+            return sorted(r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
+                                                     "WHERE table_schema = 'main'").fetchall())
+
     def columns(self, table):
         # Backend-specific catalogue query, so it is written in DuckDB's own dialect.
         with self._connect() as con:

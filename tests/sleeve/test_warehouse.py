@@ -88,3 +88,7 @@ def test_bigquery_backend_needs_project_and_dataset():
 
     with pytest.raises(WarehouseError, match="project and a dataset"):
         BigQueryWarehouse("", "d")
+
+
+def test_tables_lists_the_schema(warehouse):
+    assert {"songs", "images", "schema_migrations"} <= set(warehouse.tables())

@@ -1,0 +1,137 @@
+"""`make demo`: one complete weekly cycle through the real DAGs, offline, no credentials.
+
+crawl_songs -> label_songs -> (demo users + requests) -> batch_generate -> (demo reviews)
+-> weekly_retrain -> personalize (one demo user) -> weekly_report
+
+Each DAG runs with ``dag.test()`` for a fixed demo week, so running the demo twice leaves the
+same state. Airflow's task logs go to $SLEEVE_HOME/demo.log; the terminal gets one line a step
+and, at the end, where everything is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pendulum
+
+DEMO_WEEK_END = pendulum.datetime(2026, 11, 16, 3, tz="UTC")  # the Monday closing the demo week
+REPO = Path(__file__).resolve().parents[2]
+
+
+class DemoFailed(RuntimeError):
+    pass
+
+
+def _quiet_airflow_logs(log_path: Path) -> None:
+    handler = logging.FileHandler(log_path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def _step(name: str, timings: dict):
+    print(f"-> {name} ...", end="", flush=True)
+    started = time.perf_counter()
+    try:
+        yield
+    except Exception:
+        print(" FAILED", flush=True)
+        raise
+    timings[name] = time.perf_counter() - started
+    print(f" done in {timings[name]:.1f} s", flush=True)
+
+
+def _run_dag(dagbag, dag_id: str, logical_date: datetime, conf: dict | None = None, log_path: Path | None = None):
+    dag = dagbag.get_dag(dag_id)
+    if dag is None:
+        raise DemoFailed(f"DAG {dag_id} not found (import errors: {dagbag.import_errors})")
+    with open(log_path or "/dev/null", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        run = dag.test(logical_date=logical_date, run_conf=conf or {})
+    if run is None or str(run.state) != "success":
+        raise DemoFailed(f"{dag_id} ended in state {getattr(run, 'state', None)}; see {log_path}")
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--week-end", default=DEMO_WEEK_END.to_iso8601_string(),
+                        help="the Monday 03:00 UTC that closes the demo week (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from sleeve import demo_data
+    from sleeve.settings import get_settings
+    from sleeve.warehouse import open_warehouse
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    warehouse = open_warehouse(settings)
+    warehouse.migrate()
+    log_path = settings.home / "demo.log"
+    _quiet_airflow_logs(log_path)
+
+    week_end = pendulum.parse(args.week_end)
+    week_start = week_end - timedelta(days=7)
+    print(f"Sleeve demo: week {week_start.to_date_string()} .. {week_end.to_date_string()} "
+          f"(SLEEVE_HOME={settings.home}, logs: {log_path})")
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    dagbag = DagBag(dag_folder=str(REPO / "dags"))
+    if dagbag.import_errors:
+        raise DemoFailed(f"DAG import errors: {dagbag.import_errors}")
+    inside_week = week_start + timedelta(days=3)
+
+    with _step("crawl_songs (sample catalogue over loopback HTTP)", timings):
+        _run_dag(dagbag, "crawl_songs", week_end, log_path=log_path)
+    with _step("label_songs (offline labeller, prompts)", timings):
+        _run_dag(dagbag, "label_songs", inside_week, log_path=log_path)
+    with _step("demo users and generation requests", timings):
+        demo_data.seed_requests(warehouse, settings, week_start, week_end)
+    with _step("batch_generate (tiny SDXL on CPU)", timings):
+        _run_dag(dagbag, "batch_generate", inside_week, log_path=log_path)
+    with _step("demo reviews", timings):
+        demo_data.seed_reviews(warehouse, week_start, week_end)
+    with _step("weekly_retrain (snapshot, LoRA, evaluate, gate)", timings):
+        _run_dag(dagbag, "weekly_retrain", week_end, log_path=log_path)
+    with _step("personalize (DreamBooth LoRA for one demo user)", timings):
+        conf = demo_data.personalization_conf(warehouse, settings)
+        _run_dag(dagbag, "personalize", inside_week, conf=conf, log_path=log_path)
+    with _step("weekly_report (outbox)", timings):
+        _run_dag(dagbag, "weekly_report", week_end, log_path=log_path)
+
+    total = time.perf_counter() - started
+    print(f"\nWeekly cycle finished in {total:.1f} s.\n\nWarehouse ({settings.warehouse_path}):")
+    for table in warehouse.tables():
+        print(f"  {table:<28} {warehouse.count(table):>6} rows")
+    print(f"\nObject store: {settings.store_url}")
+    if settings.store_dir.exists():
+        for folder in sorted(p for p in settings.store_dir.iterdir() if p.is_dir()):
+            n = sum(1 for f in folder.rglob("*") if f.is_file())
+            print(f"  {folder.name + '/':<28} {n:>6} objects")
+    reports = sorted(settings.outbox_dir.glob("**/*.md"))
+    print(f"\nOutbox: {settings.outbox_dir}")
+    for report in reports[-3:]:
+        print(f"  {report}")
+    timing = {"total_s": round(total, 2), "steps": {k: round(v, 2) for k, v in timings.items()}}
+    (settings.home / "demo_timing.json").write_text(json.dumps(timing, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except DemoFailed as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,138 @@
+"""The one way a DAG runs a GPU job, chosen by ``SLEEVE_GPU_EXECUTOR``.
+
+- ``local`` (default): ``python -m <module> ...`` as a subprocess of the task.
+- ``celery``: the same subprocess, but the task is routed to Celery queue ``gpu`` and takes a
+  slot of the Airflow pool ``gpu`` (size it to the GPUs: ``airflow pools set gpu <N> GPUs``), so
+  it runs on the GPU box and never oversubscribes it.
+- ``kubernetes``: the task launches a pod from ``SLEEVE_GPU_IMAGE`` requesting
+  ``nvidia.com/gpu`` through the cncf.kubernetes provider's KubernetesPodOperator (the provider
+  is an optional dependency, imported only in this mode); pool ``gpu`` bounds parallel pods.
+
+Usage in a DAG::
+
+    @task(**gpu_task_kwargs())
+    def train(...):
+        result = run_gpu_job("training.train_job", manifest_uri=..., config={...}, output_uri=...)
+
+Jobs follow :mod:`sleeve.jobs` (manifest + config in, artefacts + ``result.json`` out).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections import deque
+
+from sleeve.jobs import read_result
+from sleeve.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+GPU_POOL = "gpu"
+GPU_QUEUE = "gpu"
+TAIL_LINES = 30
+
+
+class GpuJobError(RuntimeError):
+    """A GPU job exited non-zero; the message carries its last lines of output."""
+
+
+def gpu_task_kwargs() -> dict:
+    """Keyword arguments for ``@task(...)`` of a task that runs a GPU job."""
+    executor = get_settings().gpu_executor
+    if executor == "celery":
+        return {"queue": GPU_QUEUE, "pool": GPU_POOL, "pool_slots": 1}
+    if executor == "kubernetes":
+        return {"pool": GPU_POOL, "pool_slots": 1}
+    return {}
+
+
+def job_command(module: str, *, manifest_uri: str, config: dict, output_uri: str, processes: int = 1) -> list[str]:
+    """The job's argv; with ``processes > 1`` it runs under ``accelerate launch`` (one per GPU)."""
+    args = ["--manifest", manifest_uri, "--config", json.dumps(config, sort_keys=True), "--output", output_uri]
+    if processes > 1:
+        return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
+                "-m", module, *args]
+    return [sys.executable, "-m", module, *args]
+
+
+def run_gpu_job(module: str, *, manifest_uri: str, config: dict, output_uri: str, processes: int = 1) -> dict:
+    """Run a job to completion and return the result manifest it wrote at ``<output_uri>/result.json``."""
+    if get_settings().gpu_executor == "kubernetes":
+        _run_pod(module, manifest_uri=manifest_uri, config=config, output_uri=output_uri)
+    else:
+        _run_subprocess(job_command(module, manifest_uri=manifest_uri, config=config, output_uri=output_uri,
+                                    processes=processes), module)
+    return read_result(output_uri)
+
+
+def _run_subprocess(cmd: list[str], name: str) -> None:
+    """Stream the job's output into the task log line by line; fail with its last lines."""
+    log.info("GPU job %s starting", name)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                          env=env) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            log.info("[%s] %s", name, line)
+        code = proc.wait()
+    if code != 0:
+        raise GpuJobError(f"GPU job {name} exited with code {code}; last lines:\n" + "\n".join(tail))
+
+
+def gpu_pod_spec(module: str, *, manifest_uri: str, config: dict, output_uri: str, image: str,
+                 namespace: str = "default", gpus: int = 1) -> dict:
+    """A Kubernetes Pod manifest (plain dict) that runs the job on ``gpus`` NVIDIA GPUs."""
+    args = job_command(module, manifest_uri=manifest_uri, config=config, output_uri=output_uri, processes=gpus)
+    env = [{"name": k, "value": os.environ[k]} for k in ("SLEEVE_STORE_URL", "SLEEVE_BASE_MODEL")
+           if os.environ.get(k)]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"namespace": namespace, "labels": {"app": "sleeve-gpu-job", "job": module.replace(".", "-")}},
+        "spec": {
+            "restartPolicy": "Never",
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{
+                "name": "base",  # KubernetesPodOperator reads logs from the container named "base"
+                "image": image,
+                "command": ["python"],
+                "args": args[1:],
+                "env": env,
+                "resources": {"limits": {"nvidia.com/gpu": str(gpus)}, "requests": {"nvidia.com/gpu": str(gpus)}},
+            }],
+        },
+    }
+
+
+def _run_pod(module: str, *, manifest_uri: str, config: dict, output_uri: str) -> None:
+    try:
+        from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    except ImportError as exc:
+        raise GpuJobError(
+            "SLEEVE_GPU_EXECUTOR=kubernetes needs apache-airflow-providers-cncf-kubernetes installed in the "
+            "Airflow image; install it or set SLEEVE_GPU_EXECUTOR=local/celery"
+        ) from exc
+    from airflow.sdk import get_current_context
+
+    settings = get_settings()
+    spec = gpu_pod_spec(module, manifest_uri=manifest_uri, config=config, output_uri=output_uri,
+                        image=settings.gpu_image, namespace=settings.k8s_namespace, gpus=1)
+    container = spec["spec"]["containers"][0]
+    context = get_current_context()
+    KubernetesPodOperator(
+        task_id=f"{context['ti'].task_id}_pod",
+        namespace=settings.k8s_namespace,
+        image=settings.gpu_image,
+        cmds=container["command"],
+        arguments=container["args"],
+        pod_template_dict=spec,
+        get_logs=True,  # streams the pod's output into this task's log
+        on_finish_action="delete_pod",
+    ).execute(context)

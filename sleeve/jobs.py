@@ -1,0 +1,94 @@
+"""The contract every GPU job shares: a file-in/file-out command line.
+
+    python -m <module> --manifest URI --config JSON --output URI
+
+A job reads its input manifest (JSON) from ``--manifest``, takes its settings from ``--config``
+(a JSON object, or ``@path`` to a JSON file), writes its artefacts under ``--output`` (a store
+URI prefix) and finishes by writing ``<output>/result.json``, the result manifest the launcher
+(:mod:`sleeve_airflow.gpu`) returns to the DAG. The same command runs as a local subprocess, on
+a Celery ``gpu`` worker or in a Kubernetes pod: only the store has to be reachable.
+
+A job module is three lines::
+
+    from sleeve.jobs import run_job
+
+    def main(manifest: dict, config: dict, output_uri: str) -> dict: ...
+
+    if __name__ == "__main__":
+        run_job(main)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sleeve.store import ObjectStore, open_uri, read_json, write_json
+
+RESULT_NAME = "result.json"
+
+
+def output_location(output_uri: str) -> tuple[ObjectStore, str]:
+    """``(store, prefix)`` for an output URI; artefact keys are ``prefix + name``."""
+    store, key = open_uri(output_uri.rstrip("/") + "/_")
+    return store, key[:-1]
+
+
+def read_manifest(uri: str) -> dict:
+    store, key = open_uri(uri)
+    manifest = read_json(store, key)
+    if not isinstance(manifest, dict):
+        raise ValueError(f"manifest {uri} is not a JSON object")
+    return manifest
+
+
+def write_result(output_uri: str, result: dict) -> str:
+    store, prefix = output_location(output_uri)
+    write_json(store, prefix + RESULT_NAME, result)
+    return store.uri(prefix + RESULT_NAME)
+
+
+def read_result(output_uri: str) -> dict:
+    store, prefix = output_location(output_uri)
+    return read_json(store, prefix + RESULT_NAME)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[str, dict, str]:
+    parser = argparse.ArgumentParser(description="Sleeve GPU job (file in, file out)")
+    parser.add_argument("--manifest", required=True, help="URI of the input manifest (JSON)")
+    parser.add_argument("--config", default="{}", help="JSON object, or @path to a JSON file")
+    parser.add_argument("--output", required=True, help="URI prefix for artefacts and result.json")
+    args = parser.parse_args(argv)
+    text = Path(args.config[1:]).read_text() if args.config.startswith("@") else args.config
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        parser.error(f"--config is not valid JSON: {exc}")
+    if not isinstance(config, dict):
+        parser.error("--config must be a JSON object")
+    return args.manifest, config, args.output
+
+
+def is_main_process() -> bool:
+    """True except on the non-zero ranks of an ``accelerate launch`` / torchrun job."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def run_job(main: Callable[[dict, dict, str], dict], argv: Sequence[str] | None = None) -> int:
+    """Parse the CLI, run ``main(manifest, config, output_uri)``, write result.json (rank 0).
+    ``gpu_seconds`` (wall time of the job on its device) is added unless the job sets it."""
+    manifest_uri, config, output_uri = parse_args(argv)
+    started = time.perf_counter()
+    result = main(read_manifest(manifest_uri), config, output_uri)
+    result.setdefault("gpu_seconds", round(time.perf_counter() - started, 3))
+    if is_main_process():
+        uri = write_result(output_uri, result)
+        print(f"result written to {uri}", flush=True)
+    sys.stdout.flush()
+    return 0
