@@ -1,0 +1,1 @@
+"""Labelling, prompt building and generation: plain Python, no Airflow."""
