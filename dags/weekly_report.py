@@ -1,0 +1,93 @@
+"""
+### weekly_report
+
+The week in numbers, posted once per week: **gather** what every stage recorded in the warehouse
+for the data interval (the reported week) → **deliver** it as a Slack Block Kit message with a
+rating chart and a grid of the top-rated covers, or (embedded default) as Markdown, Block Kit
+JSON and PNGs in `$SLEEVE_HOME/outbox/weekly_report/<week_start>/`.
+
+* Backfill-safe: each run reports its own data interval; a backfill over N weeks gives N reports.
+* Exactly once per week: the Slack message `ts` is kept in `reports`; re-running a week
+  updates that message (`chat.update`) instead of posting again.
+* Trigger by hand for a given week with the `week_start` param (any date in the week).
+* Transport: `SLEEVE_NOTIFIER=slack` + connection `sleeve_slack` (bot token or webhook URL).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from airflow.sdk import DAG, Param, get_current_context, task
+from sleeve_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, weekly_interval
+
+
+def report_week(context) -> tuple:
+    """[start, end) of the reported week: the ``week_start`` param's week when given, else the
+    run's data interval (never the wall clock)."""
+    from datetime import date, datetime, time, timedelta
+
+    from sleeve_airflow.context import data_interval
+
+    given = context["params"].get("week_start")
+    if not given:
+        return data_interval(context)
+    try:
+        day = date.fromisoformat(str(given)[:10])
+    except ValueError:
+        raise ValueError(f"param week_start={given!r} is not a date; use YYYY-MM-DD, e.g. 2026-01-05") from None
+    monday = day - timedelta(days=day.weekday())
+    start = datetime.combine(monday, time(3), tzinfo=UTC)  # weekly_interval(): Mondays 03:00 UTC
+    return start, start + timedelta(days=7)
+
+
+with DAG(
+    dag_id="weekly_report",
+    schedule=weekly_interval(),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,  # two runs of the same week must not both post
+    default_args=DEFAULT_ARGS,
+    params={
+        "week_start": Param(None, type=["null", "string"],
+                            description="Report this week instead of the data interval (any date in it, YYYY-MM-DD)"),
+        "top_covers": Param(8, type="integer", minimum=1, maximum=20, description="Covers in the grid"),
+    },
+    tags=["sleeve", "report", "slack"],
+    doc_md=__doc__,
+) as dag:
+
+    @task
+    def gather() -> dict:
+        """The week's numbers from the warehouse (JSON, small enough for XCom)."""
+        from sleeve_airflow.hooks import WarehouseHook
+
+        from sleeve.report import build_report
+
+        context = get_current_context()
+        start, end = report_week(context)
+        return build_report(WarehouseHook().warehouse, start, end, top=context["params"]["top_covers"])
+
+    @task
+    def deliver(report: dict) -> dict:
+        """Render chart, cover grid, Markdown and blocks; send them once per week."""
+        from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
+        from sleeve_airflow.notifier import NotifierHook
+
+        from sleeve.report_render import render
+        from sleeve.store import open_uri
+
+        store_hook = ObjectStoreHook()
+
+        def load(uri: str) -> bytes:
+            root = store_hook.settings.store_url
+            if "://" not in uri:  # a key in the configured store
+                return store_hook.store.get_bytes(uri)
+            if uri.startswith(root + "/"):
+                return store_hook.store.get_bytes(uri[len(root) + 1:])
+            other, key = open_uri(uri)
+            return other.get_bytes(key)
+
+        row = NotifierHook().send_report(WarehouseHook().warehouse, render(report, load), report)
+        return {k: str(v) for k, v in row.items() if k != "summary"}
+
+    deliver(gather())

@@ -1,0 +1,72 @@
+"""The failure callback: recorded in task_failures, alerted through the configured notifier,
+never carrying the exception message."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pendulum
+import pytest
+from sleeve_airflow.callbacks import failure_alert, notify_failure
+
+from tests.plugins.slack_server import SlackServer
+from tests.report_support import make_report_env
+
+SECRET = "alice@example.com token=xoxb-leak"
+
+
+@pytest.fixture
+def report_env(tmp_path, monkeypatch):
+    return make_report_env(tmp_path, monkeypatch)
+
+
+def context(try_number: int = 1) -> dict:
+    """What the task runner hands an on_failure_callback (the fields Sleeve reads)."""
+    ti = SimpleNamespace(dag_id="crawl_songs", task_id="fetch", run_id="scheduled__2026-01-12T03:00:00+00:00",
+                         try_number=try_number)
+    return {"ti": ti, "exception": ValueError(SECRET),
+            "data_interval_start": pendulum.datetime(2026, 1, 12, 3), "data_interval_end": pendulum.datetime(2026, 1, 19, 3)}
+
+
+def test_alert_has_no_exception_message():
+    alert = failure_alert(context())
+    assert alert["error"] == "ValueError" and SECRET not in json.dumps(alert)
+
+
+def test_failure_is_recorded_once_per_try_and_written_to_the_outbox(report_env):
+    notify_failure(context())
+    notify_failure(context())  # a re-delivered callback
+    notify_failure(context(try_number=2))
+    rows = report_env.warehouse.query("SELECT * FROM task_failures ORDER BY try_number")
+    assert [(r["dag_id"], r["task_id"], r["try_number"], r["error"]) for r in rows] == [
+        ("crawl_songs", "fetch", 1, "ValueError"), ("crawl_songs", "fetch", 2, "ValueError")]
+    assert rows[0]["interval_start"] == pendulum.datetime(2026, 1, 12, 3)
+    alerts = sorted((report_env.settings.outbox_dir / "alerts").iterdir())
+    assert len(alerts) == 2 and all(SECRET not in p.read_text() for p in alerts)
+    assert json.loads(alerts[0].read_text())["task_id"] == "fetch"
+
+
+def test_alert_goes_to_slack_when_configured(report_env, monkeypatch):
+    with SlackServer() as slack:
+        monkeypatch.setenv("SLEEVE_NOTIFIER", "slack")
+        monkeypatch.setenv("SLEEVE_SLACK_CHANNEL", "C0ALERTS")
+        monkeypatch.setenv("AIRFLOW_CONN_SLEEVE_SLACK", json.dumps(
+            {"conn_type": "slack", "password": slack.token, "extra": {"base_url": slack.base_url}}))
+        from sleeve.settings import get_settings
+
+        get_settings.cache_clear()
+        notify_failure(context())
+    (message,) = slack.messages.values()
+    assert message["channel"] == "C0ALERTS" and "crawl_songs.fetch" in message["text"]
+    assert SECRET not in message["text"] and report_env.warehouse.count("task_failures") == 1
+
+
+def test_callback_never_raises(report_env, monkeypatch):
+    monkeypatch.setenv("SLEEVE_NOTIFIER", "slack")  # no token, no webhook: the alert cannot be sent
+    monkeypatch.setenv("SLEEVE_SLACK_CHANNEL", "C1")
+    from sleeve.settings import get_settings
+
+    get_settings.cache_clear()
+    notify_failure(context())
+    assert report_env.warehouse.count("task_failures") == 1  # recording still happened
