@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS personalization_requests (
   status STRING,                    -- pending | trained | done | failed
   reason STRING,                    -- why it failed, in words (never a photo or an email)
   model_version STRING,             -- the per-user adapter in model_versions
-  generation_request_id STRING,     -- generation_requests row of kind personalize
+  generation_request_ids STRING,    -- JSON list: generation_requests rows (kind personalize), one per prompt
   images INT64,
   gpu_seconds FLOAT64,
   created_at TIMESTAMP,

@@ -1,0 +1,124 @@
+"""Forget a user: remove their photos, adapters and images, and the rows that point at them.
+
+    python -m training.privacy forget USER_ID
+
+What goes: everything under the user's store prefix ``users/<user_id>/`` (normalised photos,
+uploads, DreamBooth adapters and manifests, personalised covers); image objects of the user's
+generation requests that no other row still references; and the warehouse rows that point at
+them (images, their reviews, the user's generation requests, personalisation requests,
+dreambooth model versions and their training runs). What stays: one ``deletion_audit`` row
+saying what was removed (counts only, no content). Re-running is safe: it deletes what is left
+and audits again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+
+from inference.generator import record_key
+from sleeve.ids import stable_id
+from sleeve.store import ObjectStore, StoreError, open_uri
+from sleeve.warehouse import Warehouse
+from training.photos import user_prefix
+
+
+def _objects_outside_prefix(store: ObjectStore, uris: set[str], prefix: str) -> list[tuple[ObjectStore, str]]:
+    out = []
+    for uri in sorted(u for u in uris if u):
+        try:
+            src, key = open_uri(uri, root_url=store.url)
+        except StoreError:
+            continue
+        if not (src.url == store.url and key.startswith(prefix)):
+            out.append((src, key))
+    return out
+
+
+def forget_user(warehouse: Warehouse, store: ObjectStore, user_id: str, *, requested_by: str = "operator",
+                now: datetime | None = None) -> dict:
+    """Delete the user's personal data; returns (and audits) the counts removed."""
+    prefix = user_prefix(user_id)
+    now = now or datetime.now(UTC)  # an audit records when the deletion really happened
+    p = {"user_id": user_id}
+    requests = [r["request_id"] for r in warehouse.query(
+        "SELECT request_id FROM generation_requests WHERE user_id = @user_id", p)]
+    images = warehouse.query(
+        "SELECT image_id, uri, thumb_uri FROM images WHERE request_id IN UNNEST(@ids)", {"ids": requests or [""]})
+    image_ids = [r["image_id"] for r in images] or [""]
+    versions = warehouse.query(
+        "SELECT version, adapter_uri, training_run_id FROM model_versions WHERE user_id = @user_id AND kind = 'dreambooth'",
+        p)
+    version_ids = [v["version"] for v in versions] or [""]
+    run_ids = [v["training_run_id"] for v in versions if v["training_run_id"]] or [""]
+
+    # Objects first (rows are the index to them): the user's prefix, then image/adapter objects
+    # stored elsewhere (content-addressed generator output) unless another row still uses them.
+    objects = store.delete_prefix(prefix)
+    image_uris = {u for r in images for u in (r["uri"], r["thumb_uri"])}
+    shared = {r["u"] for r in warehouse.query(
+        "SELECT uri AS u FROM images WHERE uri IN UNNEST(@uris) AND image_id NOT IN UNNEST(@ids) "
+        "UNION ALL SELECT thumb_uri AS u FROM images WHERE thumb_uri IN UNNEST(@uris) AND image_id NOT IN UNNEST(@ids)",
+        {"uris": sorted(u for u in image_uris if u) or [""], "ids": image_ids})}
+    for src, key in _objects_outside_prefix(store, image_uris - shared, prefix):
+        objects += int(src.delete(key))
+    for image_id in image_ids:  # the generator's per-image resume records
+        objects += int(bool(image_id) and store.delete(record_key(image_id)))
+    for src, key in _objects_outside_prefix(store, {v["adapter_uri"] for v in versions}, prefix):
+        # An adapter URI names a folder of artefacts (or, elsewhere, a single file).
+        objects += src.delete_prefix(key.rstrip("/") + "/") + (src.exists(key) and src.delete(key))
+
+    deletes = {
+        "reviews": ("image_id IN UNNEST(@ids)", {"ids": image_ids}),
+        "images": ("image_id IN UNNEST(@ids)", {"ids": image_ids}),
+        "generation_requests": ("user_id = @user_id", p),
+        "personalization_requests": ("user_id = @user_id", p),
+        "training_runs": ("run_id IN UNNEST(@ids)", {"ids": run_ids}),
+        "model_versions": ("version IN UNNEST(@ids)", {"ids": version_ids}),
+    }
+    rows = {}
+    for table, (where, params) in deletes.items():
+        rows[table] = warehouse.query(f"SELECT COUNT(*) AS n FROM {table} WHERE {where}", params)[0]["n"]
+        warehouse.execute(f"DELETE FROM {table} WHERE {where}", params)
+    audit = {
+        "audit_id": stable_id("forget", user_id, now.isoformat()),
+        "user_id": user_id,
+        "requested_by": requested_by,
+        "objects_deleted": objects,
+        "rows_deleted": json.dumps(rows, sort_keys=True),
+        "status": "done",
+        "reason": None,
+        "deleted_at": now,
+    }
+    warehouse.upsert("deletion_audit", [audit])
+    return {"audit_id": audit["audit_id"], "objects_deleted": objects, "rows_deleted": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.privacy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    forget = sub.add_parser("forget", help="delete a user's photos, adapters and images; audit it")
+    forget.add_argument("user_id")
+    forget.add_argument("--requested-by", default="cli")
+    args = parser.parse_args(argv)
+
+    from sleeve.settings import SettingsError, get_settings
+    from sleeve.store import open_store
+    from sleeve.warehouse import open_warehouse
+
+    try:
+        settings = get_settings()
+        summary = forget_user(open_warehouse(settings), open_store(settings.store_url), args.user_id,
+                              requested_by=args.requested_by)
+    except (SettingsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
