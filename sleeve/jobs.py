@@ -38,6 +38,27 @@ def output_location(output_uri: str) -> tuple[ObjectStore, str]:
     return store, key[:-1]
 
 
+def upload_output(output_uri: str, directory: str | Path) -> list[str]:
+    """Copy every file below ``directory`` to ``<output_uri>/<relative path>``; returns URIs."""
+    store, prefix = output_location(output_uri)
+    uris = []
+    for file in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+        key = prefix + file.relative_to(directory).as_posix()
+        store.put_file(key, file)
+        uris.append(store.uri(key))
+    return uris
+
+
+def download_output(uri: str, directory: str | Path) -> Path:
+    """Copy every object under the URI prefix ``uri`` into ``directory``."""
+    store, prefix = output_location(uri)
+    directory = Path(directory)
+    for key in store.list(prefix):
+        if key.rsplit("/", 1)[-1] != RESULT_NAME:
+            store.download(key, directory / key[len(prefix):])
+    return directory
+
+
 def read_manifest(uri: str) -> dict:
     store, key = open_uri(uri)
     manifest = read_json(store, key)
@@ -80,10 +101,24 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def configure_cpu_threads() -> None:
+    """On a CPU-only box (the tiny-model demo and tests) torch's thread pool mostly fights the
+    other processes: use ``SLEEVE_TORCH_THREADS`` threads (default 1). GPUs are unaffected."""
+    import os
+
+    try:
+        import torch
+    except ImportError:
+        return
+    if not torch.cuda.is_available():
+        torch.set_num_threads(int(os.environ.get("SLEEVE_TORCH_THREADS", "1")))
+
+
 def run_job(main: Callable[[dict, dict, str], dict], argv: Sequence[str] | None = None) -> int:
     """Parse the CLI, run ``main(manifest, config, output_uri)``, write result.json (rank 0).
     ``gpu_seconds`` (wall time of the job on its device) is added unless the job sets it."""
     manifest_uri, config, output_uri = parse_args(argv)
+    configure_cpu_threads()
     started = time.perf_counter()
     result = main(read_manifest(manifest_uri), config, output_uri)
     result.setdefault("gpu_seconds", round(time.perf_counter() - started, 3))

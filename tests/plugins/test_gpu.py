@@ -1,0 +1,90 @@
+"""The GPU-job launcher runs a real job subprocess, streams its lines and returns result.json."""
+
+import json
+import logging
+
+import pytest
+
+JOB = '''
+import sys
+from sleeve.jobs import output_location, run_job
+
+def main(manifest, config, output_uri):
+    for i in range(3):
+        print(f"step {i}", flush=True)
+    if config.get("fail"):
+        print("boom: out of memory", flush=True)
+        sys.exit(3)
+    store, prefix = output_location(output_uri)
+    store.put_bytes(prefix + "artefact.txt", manifest["text"].encode())
+    return {"items": len(manifest["text"]), "scale": config["scale"], "artefact": store.uri(prefix + "artefact.txt")}
+
+if __name__ == "__main__":
+    run_job(main)
+'''
+
+
+@pytest.fixture
+def echo_job(tmp_path, monkeypatch, store):
+    (tmp_path / "echo_job_mod.py").write_text(JOB)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    from sleeve.store import write_json
+
+    write_json(store, "jobs/in/manifest.json", {"text": "hello"})
+    return store.uri("jobs/in/manifest.json"), store.uri("jobs/out")
+
+
+def test_run_gpu_job_streams_and_returns_result(echo_job, store, caplog):
+    from sleeve_airflow.gpu import run_gpu_job
+
+    manifest_uri, output_uri = echo_job
+    with caplog.at_level(logging.INFO, logger="sleeve_airflow.gpu"):
+        result = run_gpu_job("echo_job_mod", manifest_uri=manifest_uri, config={"scale": 2}, output_uri=output_uri)
+    assert result["items"] == 5 and result["scale"] == 2 and result["gpu_seconds"] >= 0
+    assert store.get_bytes("jobs/out/artefact.txt") == b"hello"
+    assert json.loads(store.get_bytes("jobs/out/result.json"))["items"] == 5
+    lines = [r.getMessage() for r in caplog.records]
+    assert "[echo_job_mod] step 0" in lines and "[echo_job_mod] step 2" in lines
+
+
+def test_failed_job_raises_with_its_last_lines(echo_job):
+    from sleeve_airflow.gpu import GpuJobError, run_gpu_job
+
+    manifest_uri, output_uri = echo_job
+    with pytest.raises(GpuJobError) as err:
+        run_gpu_job("echo_job_mod", manifest_uri=manifest_uri, config={"fail": True}, output_uri=output_uri)
+    assert "code 3" in str(err.value) and "boom: out of memory" in str(err.value)
+
+
+@pytest.mark.parametrize("executor, expected", [
+    ("local", {}),
+    ("celery", {"queue": "gpu", "pool": "gpu", "pool_slots": 1}),
+    ("kubernetes", {"pool": "gpu", "pool_slots": 1}),
+])
+def test_gpu_task_kwargs_follow_the_executor(sleeve_env, monkeypatch, executor, expected):
+    from sleeve_airflow.gpu import gpu_task_kwargs
+
+    from sleeve.settings import get_settings
+
+    monkeypatch.setenv("SLEEVE_GPU_EXECUTOR", executor)
+    monkeypatch.setenv("SLEEVE_GPU_IMAGE", "registry.example/sleeve-gpu:1")
+    get_settings.cache_clear()
+    assert gpu_task_kwargs() == expected
+
+
+def test_pod_spec_requests_gpus_and_runs_the_job_contract():
+    from sleeve_airflow.gpu import gpu_pod_spec
+
+    spec = gpu_pod_spec("training.train_job", manifest_uri="gs://b/m.json", config={"steps": 5},
+                        output_uri="gs://b/out", image="img:1", gpus=2)
+    container = spec["spec"]["containers"][0]
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+    assert container["args"][:2] == ["-m", "accelerate.commands.launch"]
+    assert container["args"][-6:] == ["--manifest", "gs://b/m.json", "--config", '{"steps": 5}', "--output", "gs://b/out"]
+
+
+def test_kubernetes_mode_needs_an_image(monkeypatch):
+    from sleeve.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="SLEEVE_GPU_IMAGE"):
+        load_settings({"SLEEVE_GPU_EXECUTOR": "kubernetes"})

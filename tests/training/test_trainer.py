@@ -1,0 +1,102 @@
+"""The LoRA trainer on the tiny SDXL: outputs, reproducibility, kill-and-resume, warm start."""
+
+import json
+
+import pytest
+
+
+def _cfg(tiny_model, **kw):
+    from training.trainer import TrainConfig
+
+    return TrainConfig(base_model=str(tiny_model), **{"steps": 6, "batch_size": 2, **kw})
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_output_loads_with_stock_diffusers_and_has_metadata(tiny_model, sample_examples, tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+    from safetensors import safe_open
+
+    from training.trainer import KOHYA_NAME, WEIGHTS_NAME, train_lora
+
+    result = train_lora(_cfg(tiny_model, rank=4, alpha=8), sample_examples, tmp_path / "out",
+                        cache_dir=tmp_path / "cache")
+    assert result.steps == 6 and len(result.losses) == 6
+    with safe_open(result.weights_path, framework="pt") as f:
+        meta = json.loads(f.metadata()["lora_adapter_metadata"])
+    assert meta["unet.r"] == 4 and meta["unet.lora_alpha"] == 8
+    kohya = _weights(tmp_path / "out" / KOHYA_NAME)
+    assert any(k.startswith("lora_unet_") for k in kohya)
+    assert all(float(v) == 8.0 for k, v in kohya.items() if k.endswith(".alpha"))
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(tiny_model))
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(str(tmp_path / "out"), weight_name=WEIGHTS_NAME)
+    assert pipe.get_list_adapters()["unet"]
+    image = pipe("album cover", num_inference_steps=2, height=64, width=64).images[0]
+    assert image.size == (64, 64)
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_model, sample_examples, tmp_path):
+    import torch
+
+    from training.trainer import list_checkpoints, train_lora
+
+    config = dict(checkpoint_every=2, checkpoints_keep=2, caption_dropout=0.3, noise_offset=0.05)
+    straight = train_lora(_cfg(tiny_model, **config), sample_examples, tmp_path / "a", work_dir=tmp_path / "wa")
+
+    partial = train_lora(_cfg(tiny_model, **config), sample_examples, tmp_path / "b", work_dir=tmp_path / "wb",
+                         stop_after=5)  # "killed" after step 5: the last complete checkpoint is step 4
+    assert partial.weights_path == "" and [p.name for p in list_checkpoints(tmp_path / "wb")] == \
+        ["step-0000002", "step-0000004"]
+    (tmp_path / "wb" / "checkpoints" / ".tmp-step-0000006").mkdir()  # a half-written checkpoint is ignored
+    resumed = train_lora(_cfg(tiny_model, **config), sample_examples, tmp_path / "b", work_dir=tmp_path / "wb")
+    assert resumed.resumed_from == 4 and resumed.losses == straight.losses
+    a, b = _weights(straight.weights_path), _weights(resumed.weights_path)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_latent_cache_is_reused_across_runs(tiny_model, sample_examples, tmp_path):
+    from training.trainer import train_lora
+
+    train_lora(_cfg(tiny_model, steps=1), sample_examples, tmp_path / "w1", cache_dir=tmp_path / "cache")
+    second = train_lora(_cfg(tiny_model, steps=1), sample_examples, tmp_path / "w2", cache_dir=tmp_path / "cache")
+    assert second.cache["latent_hits"] == len(sample_examples) and second.cache["latent_misses"] == 0
+
+
+def test_dreambooth_prior_and_text_encoder_lora_and_warm_start(tiny_model, sample_examples, tmp_path):
+    from dataclasses import replace
+
+    from diffusers import StableDiffusionXLPipeline
+
+    from training.trainer import WEIGHTS_NAME, lora_rank_alpha, train_lora
+
+    instance = sample_examples[:3]
+    prior = [replace(e, caption="a photo of person", is_prior=True) for e in sample_examples[3:]]
+    result = train_lora(_cfg(tiny_model, steps=3, train_text_encoder=True, prior_loss_weight=0.5,
+                             rank=2), instance, tmp_path / "db", class_examples=prior)
+    keys = _weights(result.weights_path).keys()
+    assert any(k.startswith("text_encoder.") for k in keys) and any(k.startswith("unet.") for k in keys)
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(tiny_model))
+    pipe.load_lora_weights(str(tmp_path / "db"), weight_name=WEIGHTS_NAME)
+    assert "text_encoder" in pipe.get_list_adapters()
+
+    # warm start takes the adapter's own rank and starts from its weights
+    warm = train_lora(_cfg(tiny_model, steps=1, rank=8, warm_start=str(tmp_path / "db")), sample_examples,
+                      tmp_path / "warm")
+    assert (warm.rank, lora_rank_alpha(str(tmp_path / "warm"))[0]) == (2, 2)
+
+
+def test_bad_config_is_named():
+    from training.trainer import TrainConfig
+
+    with pytest.raises(ValueError, match="unknown training setting"):
+        TrainConfig.from_dict({"base_model": "x", "lr": 1})
+    with pytest.raises(ValueError, match="resolution"):
+        TrainConfig.from_dict({"base_model": "x", "resolution": 63})

@@ -1,0 +1,154 @@
+"""GPU job: champion vs challenger on a fixed, versioned evaluation set.
+
+    python -m training.evaluate --manifest <snapshot URI> --config '<json>' --output <URI prefix>
+
+Config: ``base_model``, ``challenger_uri`` (adapter folder URI), ``champion_uri`` (adapter URI
+or null: the base model is the champion), ``resolution``, ``steps`` (inference steps),
+``val_items`` (snapshot images used for validation loss), ``clip_model`` (optional; needs
+torchmetrics). Both models render the same prompts with the same seeds. Metrics per model:
+``val_loss`` (diffusion loss at fixed noise levels and fixed noise on snapshot images),
+image statistics (brightness, contrast, saturation, distance of colour statistics to the
+snapshot's images, blank images) and, when configured, ``clip_score``. Writes
+``contact_sheet.png`` (rows: prompts; columns: champion, challenger) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from sleeve.jobs import download_output, output_location, run_job
+
+EVAL_SET = {
+    "version": "eval-v1",
+    "items": [
+        {"prompt": "album cover art of a lonely city at night, neon rain, film grain", "seed": 11},
+        {"prompt": "album cover art of the sea at sunset, warm pastel, minimal", "seed": 22},
+        {"prompt": "album cover art of a red car on an empty road, retro style", "seed": 33},
+        {"prompt": "album cover art of flowers and stars, dreamy soft portrait", "seed": 44},
+    ],
+}
+
+
+def image_stats(images) -> dict:
+    """Cheap distribution statistics of a list of PIL images."""
+    import numpy as np
+
+    arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images]
+    hsv = [np.asarray(im.convert("HSV"), dtype=np.float32) / 255.0 for im in images]
+    return {
+        "brightness": float(np.mean([a.mean() for a in arrays])),
+        "contrast": float(np.mean([a.std() for a in arrays])),
+        "saturation": float(np.mean([h[..., 1].mean() for h in hsv])),
+        "channel_mean": [float(x) for x in np.mean([a.mean(axis=(0, 1)) for a in arrays], axis=0)],
+        "channel_std": [float(x) for x in np.mean([a.std(axis=(0, 1)) for a in arrays], axis=0)],
+        "blank_images": int(sum(a.std() < 0.01 or not np.isfinite(a).all() for a in arrays)),
+    }
+
+
+def stat_distance(a: dict, b: dict) -> float:
+    """L1 distance between two images' colour statistics (0 = same colour distribution)."""
+    return float(sum(abs(x - y) for x, y in zip(a["channel_mean"] + a["channel_std"],
+                                                  b["channel_mean"] + b["channel_std"], strict=True)))
+
+
+def contact_sheet(columns: dict[str, list], labels: list[str], path: Path) -> Path:
+    """Grid PNG: one row per prompt, one column per model, with a header line."""
+    from PIL import Image, ImageDraw
+
+    names = list(columns)
+    size = columns[names[0]][0].size[0]
+    cell, header = max(size, 96), 14
+    sheet = Image.new("RGB", (cell * len(names), header + cell * len(labels)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, name in enumerate(names):
+        draw.text((c * cell + 2, 1), name, fill="black")
+        for r, image in enumerate(columns[name]):
+            sheet.paste(image.resize((cell, cell)), (c * cell, header + r * cell))
+    sheet.save(path, format="PNG")
+    return path
+
+
+def clip_scores(images, prompts, clip_model: str | None) -> tuple[float | None, str | None]:
+    if not clip_model:
+        return None, "clip_score skipped: no clip_model configured"
+    try:
+        from torchmetrics.multimodal.clip_score import CLIPScore
+    except ImportError:
+        return None, "clip_score skipped: torchmetrics is not installed"
+    import numpy as np
+    import torch
+
+    metric = CLIPScore(model_name_or_path=clip_model)
+    tensors = [torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1) for im in images]
+    return float(metric(tensors, prompts)), None
+
+
+def main(manifest: dict, config: dict, output_uri: str) -> dict:
+    import torch
+    from diffusers import DDPMScheduler, DiffusionPipeline
+
+    from training.dataset import Example
+    from training.trainer import WEIGHTS_NAME, Components, PreparedData, resolve_precision, validation_loss
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(resolve_precision("auto"), torch.float32)
+    resolution, steps = int(config.get("resolution", 64)), int(config.get("steps", 4))
+    pipe = DiffusionPipeline.from_pretrained(config["base_model"], torch_dtype=dtype).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    work = Path(tempfile.mkdtemp(prefix="sleeve-eval-"))
+    models = {"champion": config.get("champion_uri"), "challenger": config["challenger_uri"]}
+    for name, uri in models.items():
+        if uri:
+            pipe.load_lora_weights(str(download_output(uri, work / name)), weight_name=WEIGHTS_NAME, adapter_name=name)
+    sdxl = getattr(pipe.unet.config, "addition_embed_type", None) == "text_time"
+    tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if sdxl else [])
+    encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if sdxl else [])
+    parts = Components(config["base_model"], pipe.unet, pipe.vae, DDPMScheduler.from_config(pipe.scheduler.config),
+                       tokenizers, encoders, sdxl, device, dtype)
+    val_examples = [Example.from_manifest(i) for i in manifest.get("items", [])[: int(config.get("val_items", 8))]]
+    data = PreparedData(parts, val_examples, resolution, config.get("cache_dir"), cache_text=False)
+    reference = image_stats([_load(e.uri, resolution) for e in data.examples]) if data.examples else None
+
+    eval_set = config.get("eval_set") or EVAL_SET
+    prompts = [i["prompt"] for i in eval_set["items"]]
+    metrics, columns, notes = {}, {}, []
+    for name, uri in models.items():
+        if uri:
+            pipe.enable_lora()
+            pipe.set_adapters([name])
+        else:
+            pipe.disable_lora()
+        images = [pipe(prompt=i["prompt"], num_inference_steps=steps, height=resolution, width=resolution,
+                       generator=torch.Generator("cpu").manual_seed(i["seed"])).images[0] for i in eval_set["items"]]
+        columns[name if uri else "champion (base)"] = images
+        stats = image_stats(images)
+        m = {"val_loss": validation_loss(parts, data), **{k: v for k, v in stats.items() if not isinstance(v, list)}}
+        if reference:
+            m["stat_distance"] = stat_distance(stats, reference)
+        score, note = clip_scores(images, prompts, config.get("clip_model"))
+        if score is not None:
+            m["clip_score"] = score
+        elif note not in notes:
+            notes.append(note)
+        metrics[name] = m
+    sheet = contact_sheet(columns, prompts, work / "contact_sheet.png")
+    store, prefix = output_location(output_uri)
+    store.put_file(prefix + "contact_sheet.png", sheet, content_type="image/png")
+    result = {"eval_set_version": eval_set["version"], "champion_is_base": not models["champion"],
+              "metrics": metrics, "notes": notes, "contact_sheet_uri": store.uri(prefix + "contact_sheet.png"),
+              "val_images": len(data.examples)}
+    from sleeve.store import write_json
+
+    write_json(store, prefix + "metrics.json", result)
+    return result
+
+
+def _load(uri: str, resolution: int):
+    from training.dataset import decode_image, read_image_bytes
+
+    return decode_image(read_image_bytes(uri)).resize((resolution, resolution))
+
+
+if __name__ == "__main__":
+    run_job(main)

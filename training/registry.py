@@ -1,0 +1,161 @@
+"""The model registry: ``model_versions`` rows and the ``production`` alias.
+
+    production_version(warehouse, kind="style") -> dict | None   # what inference loads
+    get_version(warehouse, version) -> dict | None
+    register(warehouse, version=..., kind=..., base_model=..., adapter_uri=..., ...) -> dict
+    promote(warehouse, version) -> dict                           # moves the alias
+    rollback(warehouse, kind="style") -> dict                     # previous production back
+
+Rows carry ``adapter_uri`` (the folder holding ``pytorch_lora_weights.safetensors``),
+``manifest_uri`` (the data snapshot), ``metrics`` (decoded JSON), ``status`` and ``alias``
+(``production`` | ``candidate`` | ``archived`` | None). Each alias move is ONE UPDATE statement,
+so readers see the old production version or the new one, never none or two. A promotion
+records the version it replaced in ``previous_version``; ``rollback`` follows that link.
+
+    python -m training.registry show [--kind style]
+    python -m training.registry rollback [--kind style]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+
+from sleeve.warehouse import Warehouse
+
+ALIASES = ("production", "candidate", "archived")
+
+
+class RegistryError(RuntimeError):
+    pass
+
+
+def _decode(row: dict | None) -> dict | None:
+    if row is None:
+        return None
+    row = dict(row)
+    row["metrics"] = json.loads(row["metrics"]) if row.get("metrics") else {}
+    return row
+
+
+def get_version(warehouse: Warehouse, version: str) -> dict | None:
+    rows = warehouse.query("SELECT * FROM model_versions WHERE version = @version", {"version": version})
+    return _decode(rows[0]) if rows else None
+
+
+def production_version(warehouse: Warehouse, kind: str = "style") -> dict | None:
+    rows = warehouse.query(
+        "SELECT * FROM model_versions WHERE kind = @kind AND alias = 'production' ORDER BY promoted_at DESC",
+        {"kind": kind})
+    if len(rows) > 1:
+        raise RegistryError(f"{len(rows)} {kind} versions are aliased production; run `python -m training.registry show`")
+    return _decode(rows[0]) if rows else None
+
+
+def list_versions(warehouse: Warehouse, kind: str = "style") -> list[dict]:
+    rows = warehouse.query("SELECT * FROM model_versions WHERE kind = @kind ORDER BY created_at, version", {"kind": kind})
+    return [_decode(r) for r in rows]
+
+
+def register(warehouse: Warehouse, *, version: str, kind: str, base_model: str, adapter_uri: str, manifest_uri: str,
+             metrics: dict, training_run_id: str, user_id: str | None = None, alias: str | None = "candidate",
+             now: datetime | None = None) -> dict:
+    """Insert or refresh a version (idempotent on ``version``). A version already aliased
+    production keeps its alias and status, so re-running a finished run changes nothing."""
+    if alias not in (*ALIASES, None) or alias == "production":
+        raise RegistryError(f"register() takes alias candidate/archived/None, not {alias!r}; use promote()")
+    now = now or datetime.now(UTC)
+    existing = get_version(warehouse, version)
+    row = {
+        "version": version, "kind": kind, "base_model": base_model, "adapter_uri": adapter_uri,
+        "manifest_uri": manifest_uri, "metrics": json.dumps(metrics, sort_keys=True, default=str),
+        "status": "registered", "alias": alias, "user_id": user_id, "training_run_id": training_run_id,
+        "created_at": existing["created_at"] if existing else now, "updated_at": now,
+    }
+    if existing and existing["alias"] == "production":
+        row.update(status=existing["status"], alias="production")
+    warehouse.upsert("model_versions", [row])
+    return get_version(warehouse, version)
+
+
+def promote(warehouse: Warehouse, version: str, now: datetime | None = None) -> dict:
+    """Make ``version`` production and archive the one it replaces, in one statement."""
+    target = get_version(warehouse, version)
+    if target is None:
+        raise RegistryError(f"unknown model version {version!r}")
+    if target["alias"] == "production":
+        return target
+    current = production_version(warehouse, target["kind"])
+    warehouse.execute(
+        """
+        UPDATE model_versions SET
+          alias = CASE WHEN version = @version THEN 'production' ELSE 'archived' END,
+          status = CASE WHEN version = @version THEN 'promoted' ELSE 'archived' END,
+          previous_version = CASE WHEN version = @version THEN @previous ELSE previous_version END,
+          promoted_at = CASE WHEN version = @version THEN @now ELSE promoted_at END,
+          updated_at = @now
+        WHERE kind = @kind AND (version = @version OR alias = 'production')
+        """,
+        {"version": version, "kind": target["kind"], "now": now or datetime.now(UTC),
+         "previous": current["version"] if current else None},
+    )
+    return get_version(warehouse, version)
+
+
+def reject(warehouse: Warehouse, version: str, now: datetime | None = None) -> dict:
+    """The gate kept the champion: the challenger stays registered, unaliased, status rejected."""
+    warehouse.execute(
+        "UPDATE model_versions SET status = 'rejected', alias = NULL, updated_at = @now "
+        "WHERE version = @version AND (alias IS NULL OR alias <> 'production')",
+        {"version": version, "now": now or datetime.now(UTC)})
+    return get_version(warehouse, version)
+
+
+def rollback(warehouse: Warehouse, kind: str = "style", now: datetime | None = None) -> dict:
+    """Restore the version the current production replaced; returns the new production row."""
+    current = production_version(warehouse, kind)
+    if current is None:
+        raise RegistryError(f"no {kind} version is in production: nothing to roll back")
+    previous = current.get("previous_version")
+    if not previous or get_version(warehouse, previous) is None:
+        raise RegistryError(f"{current['version']} replaced no earlier {kind} version: nothing to roll back to")
+    warehouse.execute(
+        """
+        UPDATE model_versions SET
+          alias = CASE WHEN version = @previous THEN 'production' ELSE 'archived' END,
+          status = CASE WHEN version = @previous THEN 'promoted' ELSE 'rolled_back' END,
+          promoted_at = CASE WHEN version = @previous THEN @now ELSE promoted_at END,
+          updated_at = @now
+        WHERE kind = @kind AND version IN (@previous, @current)
+        """,
+        {"previous": previous, "current": current["version"], "kind": kind, "now": now or datetime.now(UTC)},
+    )
+    return get_version(warehouse, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.registry", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["show", "rollback"])
+    parser.add_argument("--kind", default="style")
+    args = parser.parse_args(argv)
+    from sleeve.warehouse import open_warehouse
+
+    warehouse = open_warehouse()
+    warehouse.migrate()
+    try:
+        if args.command == "rollback":
+            row = rollback(warehouse, args.kind)
+            print(f"{args.kind} production is now {row['version']} ({row['adapter_uri']})")
+        else:
+            for row in list_versions(warehouse, args.kind):
+                print(f"{row['version']:<40} {row['alias'] or '-':<11} {row['status']:<12} {row['adapter_uri']}")
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""GPU job: train the weekly style LoRA from a snapshot manifest.
+
+    python -m training.train_job --manifest <snapshot URI> --config '<json>' --output <URI prefix>
+    accelerate launch -m training.train_job ...     # several GPUs (data-parallel)
+
+Config: ``train`` (a :class:`training.trainer.TrainConfig` dict; ``base_model`` required),
+``version`` (registry version name for the card), ``rating_weighted`` (bool, default false),
+``work_dir`` (local folder for resumable checkpoints; a retried task that passes the same one
+resumes), ``cache_dir`` (latent/text caches shared across weeks), ``kind`` (style|dreambooth).
+Output: the adapter folder (weights, kohya copy, card, config) under ``--output`` and a result
+manifest with ``adapter_uri``, losses, cache statistics and ``gpu_seconds``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from sleeve.jobs import is_main_process, run_job, upload_output
+from training.dataset import Example
+from training.trainer import TrainConfig, train_lora, write_model_card
+
+
+def examples_from_manifest(manifest: dict, rating_weighted: bool = False) -> list[Example]:
+    """Examples of a snapshot; with ``rating_weighted`` a generated image's loss weight is its
+    mean rating over the mean rating of the generated images (mean weight 1; covers weigh 1)."""
+    items = manifest.get("items", [])
+    ratings = [i["rating"] for i in items if i.get("rating") is not None]
+    mean = sum(ratings) / len(ratings) if ratings else 1.0
+    out = []
+    for item in items:
+        weight = item["rating"] / mean if rating_weighted and item.get("rating") is not None else 1.0
+        out.append(Example(uri=item["uri"], caption=item.get("caption", ""), sha256=item.get("sha256", ""),
+                           weight=round(weight, 6)))
+    return out
+
+
+def main(manifest: dict, config: dict, output_uri: str) -> dict:
+    train_config = TrainConfig.from_dict(dict(config["train"]))
+    examples = examples_from_manifest(manifest, bool(config.get("rating_weighted", False)))
+    with tempfile.TemporaryDirectory(prefix="sleeve-train-") as tmp:
+        out_dir = Path(tmp) / "adapter"
+        result = train_lora(train_config, examples, out_dir, work_dir=config.get("work_dir") or Path(tmp) / "work",
+                            cache_dir=config.get("cache_dir"))
+        if not is_main_process():
+            return {}
+        manifest_uri = config.get("manifest_uri", "")
+        write_model_card(out_dir, train_config, manifest_uri=manifest_uri, counts=manifest.get("counts", {}),
+                         result=result, version=config.get("version", "unversioned"), kind=config.get("kind", "style"))
+        upload_output(output_uri, out_dir)
+    return {
+        "adapter_uri": output_uri.rstrip("/"), "steps": result.steps, "resumed_from": result.resumed_from,
+        "final_loss": result.final_loss, "losses": result.losses, "cache": result.cache, "rank": result.rank,
+        "alpha": result.alpha, "mixed_precision": result.mixed_precision, "train_seconds": result.seconds,
+        "examples": len(examples),
+    }
+
+
+if __name__ == "__main__":
+    run_job(main)

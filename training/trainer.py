@@ -1,0 +1,653 @@
+"""The one LoRA training loop (style LoRA every week, DreamBooth per user), as functions.
+
+API (issue 6 builds DreamBooth on this; there is no second loop)::
+
+    from training.dataset import Example
+    from training.trainer import TrainConfig, train_lora
+
+    config = TrainConfig(base_model=path_or_hub_id, steps=400, rank=16,
+                         train_text_encoder=True,          # optional text-encoder LoRA
+                         prior_loss_weight=1.0)            # DreamBooth prior preservation
+    result = train_lora(config, instance_examples, output_dir,
+                        class_examples=class_examples,     # Example(..., is_prior=True)
+                        work_dir=checkpoint_dir, cache_dir=latent_cache_dir)
+    result.weights_path  # output_dir/pytorch_lora_weights.safetensors (diffusers format)
+
+``train_lora`` trains a LoRA on the UNet of an SDXL (or SD 1.5) checkpoint loaded with
+``from_pretrained`` and writes to ``output_dir``: ``pytorch_lora_weights.safetensors`` (with
+rank/alpha adapter metadata, loads with stock ``pipe.load_lora_weights``), a kohya-format copy
+``lora_kohya.safetensors`` and ``training_config.json``; :func:`write_model_card` adds the
+``README.md`` model card (base model, data manifest, hyper-parameters, code version).
+
+With ``class_examples`` every step draws ``batch_size`` instance and ``batch_size`` class
+examples into the same batch; the loss is ``instance_loss + prior_loss_weight * prior_loss``.
+
+Reproducibility: every random draw (LoRA init, data order, noise, timesteps, caption dropout)
+comes from ``seed``; checkpoints in ``work_dir/checkpoints/step-N`` hold the LoRA weights,
+optimizer, LR scheduler and RNG states, are written to a temporary name and renamed (complete
+or absent), and a new call with the same ``work_dir`` resumes from the newest one and reaches
+the same final weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from training.dataset import Example, TensorCache, decode_image, preprocess, read_image_bytes
+
+log = logging.getLogger(__name__)
+
+UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+KOHYA_NAME = "lora_kohya.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    base_model: str
+    resolution: int = 64
+    rank: int = 4
+    alpha: float | None = None  # None: alpha = rank (scale 1)
+    target_modules: list[str] = field(default_factory=lambda: list(UNET_TARGETS))
+    train_text_encoder: bool = False
+    text_encoder_target_modules: list[str] = field(default_factory=lambda: list(TEXT_TARGETS))
+    learning_rate: float = 1e-4
+    text_encoder_learning_rate: float = 5e-5
+    steps: int = 20
+    batch_size: int = 2
+    gradient_accumulation_steps: int = 1
+    lr_scheduler: str = "constant_with_warmup"
+    lr_warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "auto"  # auto | no | fp16 | bf16
+    gradient_checkpointing: bool = True
+    snr_gamma: float | None = 5.0  # min-SNR weighting; None disables
+    noise_offset: float = 0.0
+    caption_dropout: float = 0.0
+    prior_loss_weight: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 0  # 0: no intermediate checkpoints
+    checkpoints_keep: int = 2
+    warm_start: str | None = None  # a directory or URI holding pytorch_lora_weights.safetensors
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        checks = [
+            (self.rank >= 1, "rank must be >= 1"),
+            (self.steps >= 1, "steps must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.resolution >= 8 and self.resolution % 8 == 0, "resolution must be a multiple of 8"),
+            (0.0 <= self.caption_dropout < 1.0, "caption_dropout must be in [0, 1)"),
+            (self.mixed_precision in ("auto", "no", "fp16", "bf16"), "mixed_precision must be auto|no|fp16|bf16"),
+            (self.checkpoints_keep >= 1, "checkpoints_keep must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"invalid training config: {message}")
+
+    @property
+    def lora_alpha(self) -> float:
+        return float(self.alpha if self.alpha is not None else self.rank)
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    weights_path: str
+    steps: int
+    resumed_from: int
+    final_loss: float
+    losses: list[float]
+    seconds: float
+    cache: dict
+    rank: int
+    alpha: float
+    mixed_precision: str
+    loop_seconds: float = 0.0  # the optimisation loop alone (no model loading or data preparation)
+
+
+# ---------------------------------------------------------------- model parts
+
+@dataclass
+class Components:
+    """Everything the loop needs from the base model; ``sdxl`` picks the conditioning."""
+
+    base_model: str
+    unet: object
+    vae: object
+    scheduler: object
+    tokenizers: list
+    text_encoders: list
+    sdxl: bool
+    device: object
+    weight_dtype: object
+
+
+def resolve_precision(requested: str) -> str:
+    import torch
+
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def load_components(base_model: str, device=None, weight_dtype=None) -> Components:
+    """Load UNet, VAE, noise scheduler, tokenizer(s) and text encoder(s) via from_pretrained."""
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
+
+    device = device or torch.device("cpu")
+    weight_dtype = weight_dtype or torch.float32
+    unet = UNet2DConditionModel.from_pretrained(base_model, subfolder="unet")
+    sdxl = unet.config.addition_embed_type == "text_time"
+    tokenizers = [AutoTokenizer.from_pretrained(base_model, subfolder="tokenizer")]
+    text_encoders = [CLIPTextModel.from_pretrained(base_model, subfolder="text_encoder")]
+    if sdxl:
+        tokenizers.append(AutoTokenizer.from_pretrained(base_model, subfolder="tokenizer_2"))
+        text_encoders.append(CLIPTextModelWithProjection.from_pretrained(base_model, subfolder="text_encoder_2"))
+    vae = AutoencoderKL.from_pretrained(base_model, subfolder="vae")
+    scheduler = DDPMScheduler.from_pretrained(base_model, subfolder="scheduler")
+    for model in [unet, vae, *text_encoders]:
+        model.requires_grad_(False)
+        model.to(device, dtype=weight_dtype)
+    vae.to(dtype=torch.float32)  # the SDXL VAE overflows in fp16; latents are cached anyway
+    return Components(base_model, unet, vae, scheduler, tokenizers, text_encoders, sdxl, device, weight_dtype)
+
+
+def encode_prompts(parts: Components, captions: list[str]) -> dict:
+    """Text conditioning for a list of captions: ``prompt_embeds`` (+ ``pooled`` for SDXL)."""
+    import torch
+
+    embeds, pooled = [], None
+    for tokenizer, encoder in zip(parts.tokenizers, parts.text_encoders, strict=True):
+        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids.to(parts.device)
+        out = encoder(ids, output_hidden_states=True)
+        if parts.sdxl:
+            embeds.append(out.hidden_states[-2])
+            pooled = out[0]  # the projection encoder comes last: its text_embeds
+        else:
+            embeds.append(out.last_hidden_state)
+    result = {"prompt_embeds": torch.cat(embeds, dim=-1)}
+    if parts.sdxl:
+        result["pooled"] = pooled
+    return result
+
+
+def encode_image(parts: Components, tensor) -> object:
+    """Scaled latent of one preprocessed image (distribution mean: deterministic and cacheable)."""
+    import torch
+
+    with torch.no_grad():
+        dist = parts.vae.encode(tensor.unsqueeze(0).to(parts.device, dtype=parts.vae.dtype)).latent_dist
+    return (dist.mean * parts.vae.config.scaling_factor)[0]
+
+
+# ---------------------------------------------------------------- data
+
+class PreparedData:
+    """Latents, time ids and (when the text encoders are frozen) text embeddings per example,
+    through the content-keyed caches. Unreadable images are dropped with the reason."""
+
+    def __init__(self, parts: Components, examples: list[Example], resolution: int, cache_dir,
+                 cache_text: bool):
+        self.examples, self.items, self.dropped = [], [], []
+        self.latents = TensorCache(Path(cache_dir) / "latents" if cache_dir else None)
+        self.texts = TensorCache(Path(cache_dir) / "text" if cache_dir else None)
+        self.parts, self.cache_text = parts, cache_text
+        for example in examples:
+            try:
+                self.items.append(self._latent(example, resolution))
+                self.examples.append(example)
+            except (ValueError, OSError) as exc:
+                self.dropped.append({"uri": example.uri, "reason": str(exc)})
+                log.warning("dropping %s: %s", example.uri, exc)
+        self.empty = self._text("") if cache_text else None
+
+    def _latent(self, example: Example, resolution: int) -> dict:
+        key = TensorCache.key("latent", self.parts.base_model, resolution, example.sha256) if example.sha256 else None
+        if key and (hit := self.latents.get(key)) is not None:
+            return hit
+        tensor, time_ids = preprocess(decode_image(read_image_bytes(example.uri)), resolution)
+        import torch
+
+        value = {"latent": encode_image(self.parts, tensor), "time_ids": torch.tensor(time_ids, dtype=torch.float32)}
+        if key:
+            self.latents.put(key, value)
+        return value
+
+    def _text(self, caption: str) -> dict:
+        key = TensorCache.key("text", self.parts.base_model, caption)
+        if (hit := self.texts.get(key)) is not None:
+            return hit
+        import torch
+
+        with torch.no_grad():
+            value = {k: v[0] for k, v in encode_prompts(self.parts, [caption]).items()}
+        self.texts.put(key, value)
+        return value
+
+    def text(self, caption: str) -> dict:
+        return self._text(caption)
+
+    def stats(self) -> dict:
+        return {"latent_hits": self.latents.hits, "latent_misses": self.latents.misses,
+                "text_hits": self.texts.hits, "text_misses": self.texts.misses, "dropped": len(self.dropped)}
+
+
+class Sampler:
+    """Seeded epoch permutations; position is a pure function of the step, so resume is exact."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.size, self.batch_size, self.seed, self.rank, self.world = size, batch_size, seed, rank, world
+
+    def batch(self, step: int) -> list[int]:
+        import torch
+
+        out = []
+        start = (step * self.world + self.rank) * self.batch_size
+        for flat in range(start, start + self.batch_size):
+            epoch, pos = divmod(flat, self.size)
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+            out.append(int(order[pos]))
+        return out
+
+
+# ---------------------------------------------------------------- loss
+
+def add_lora(parts: Components, config: TrainConfig) -> list:
+    """Attach LoRA adapters (seeded init); returns the trainable parameters per group."""
+    import torch
+    from peft import LoraConfig
+
+    torch.manual_seed(config.seed)
+    parts.unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, init_lora_weights="gaussian",
+                                      target_modules=list(config.target_modules)))
+    groups = [{"params": [p for p in parts.unet.parameters() if p.requires_grad], "lr": config.learning_rate}]
+    if config.train_text_encoder:
+        te_config = LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, init_lora_weights="gaussian",
+                               target_modules=list(config.text_encoder_target_modules))
+        for encoder in parts.text_encoders:
+            encoder.add_adapter(te_config)
+        params = [p for e in parts.text_encoders for p in e.parameters() if p.requires_grad]
+        groups.append({"params": params, "lr": config.text_encoder_learning_rate})
+    for group in groups:  # LoRA weights train in fp32 even when the frozen model is fp16/bf16
+        for p in group["params"]:
+            p.data = p.data.float()
+    return groups
+
+
+def per_sample_loss(parts: Components, latents, cond: dict, time_ids, timesteps, noise, snr_gamma):
+    """Per-example diffusion loss (MSE over C,H,W), min-SNR weighted when ``snr_gamma`` is set."""
+    import torch
+    import torch.nn.functional as F
+    from diffusers.training_utils import compute_snr
+
+    scheduler = parts.scheduler
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    kwargs = {}
+    if parts.sdxl:
+        kwargs["added_cond_kwargs"] = {"text_embeds": cond["pooled"].to(parts.weight_dtype),
+                                       "time_ids": time_ids.to(parts.device, dtype=parts.weight_dtype)}
+    pred = parts.unet(noisy.to(parts.weight_dtype), timesteps, cond["prompt_embeds"].to(parts.weight_dtype),
+                      **kwargs, return_dict=False)[0].float()
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    loss = F.mse_loss(pred, target.float(), reduction="none").mean(dim=(1, 2, 3))
+    if snr_gamma:
+        snr = compute_snr(scheduler, timesteps)
+        clipped = torch.minimum(snr, torch.full_like(snr, snr_gamma))
+        weight = clipped / (snr + 1) if scheduler.config.prediction_type == "v_prediction" else clipped / snr
+        loss = loss * weight
+    return loss
+
+
+def validation_loss(parts: Components, data: PreparedData, timesteps=(100, 300, 500, 700, 900), seed: int = 1234) -> float:
+    """Mean loss at fixed noise levels with fixed noise: comparable between two adapters."""
+    import torch
+
+    if not data.items:
+        return float("nan")
+    gen = torch.Generator().manual_seed(seed)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for item, example in zip(data.items, data.examples, strict=True):
+            latents = item["latent"].unsqueeze(0).to(parts.device, dtype=torch.float32)
+            cond = {k: v.unsqueeze(0).to(parts.device) for k, v in data.text(example.caption).items()}
+            for t in timesteps:
+                noise = torch.randn(latents.shape, generator=gen).to(parts.device)
+                ts = torch.tensor([t], device=parts.device, dtype=torch.long)
+                total += float(per_sample_loss(parts, latents, cond, item["time_ids"].unsqueeze(0), ts, noise, None)[0])
+                count += 1
+    return total / count
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _lora_state(parts: Components, config: TrainConfig) -> dict:
+    from peft.utils import get_peft_model_state_dict
+
+    state = {f"unet.{k}": v for k, v in get_peft_model_state_dict(parts.unet).items()}
+    if config.train_text_encoder:
+        for i, encoder in enumerate(parts.text_encoders):
+            state.update({f"te{i}.{k}": v for k, v in get_peft_model_state_dict(encoder).items()})
+    return {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
+
+
+def _load_lora_state(parts: Components, state: dict) -> None:
+    from peft.utils import set_peft_model_state_dict
+
+    set_peft_model_state_dict(parts.unet, {k[5:]: v for k, v in state.items() if k.startswith("unet.")})
+    for i, encoder in enumerate(parts.text_encoders):
+        sub = {k[len(f"te{i}."):]: v for k, v in state.items() if k.startswith(f"te{i}.")}
+        if sub:
+            set_peft_model_state_dict(encoder, sub)
+
+
+def save_checkpoint(work_dir: Path, step: int, parts, config, optimizer, lr_scheduler, generator, losses) -> Path:
+    """Write ``checkpoints/step-N`` atomically (temp dir + rename) and prune old ones."""
+    import torch
+    from safetensors.torch import save_file
+
+    root = work_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:07d}"
+    tmp = root / f".tmp-step-{step:07d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(_lora_state(parts, config), str(tmp / "lora.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(), "step": step, "losses": losses}, tmp / "state.pt")
+    (tmp / "config.json").write_text(json.dumps(asdict(config), sort_keys=True))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in list_checkpoints(work_dir)[:-config.checkpoints_keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(work_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary ``.tmp-*`` dirs are never listed)."""
+    root = Path(work_dir) / "checkpoints"
+    return sorted(p for p in root.glob("step-*") if (p / "state.pt").exists()) if root.exists() else []
+
+
+# ---------------------------------------------------------------- the loop
+
+def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, class_examples: list[Example] | None = None,
+               work_dir=None, cache_dir=None, stop_after: int | None = None, code_version: str = "") -> TrainResult:
+    """Train (or resume) a LoRA; see the module docstring. ``stop_after`` ends the loop after
+    that many steps without writing the output (used to test kill-and-resume)."""
+    import torch
+    from accelerate import Accelerator
+    from diffusers.optimization import get_scheduler
+
+    config.validate()
+    started = time.perf_counter()
+    output_dir = Path(output_dir)
+    work_dir = Path(work_dir) if work_dir else output_dir / "_work"
+    precision = resolve_precision(config.mixed_precision)
+    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+    parts = load_components(config.base_model, accelerator.device, dtype)
+    if config.warm_start:
+        warm_rank, warm_alpha = lora_rank_alpha(config.warm_start)
+        if (warm_rank, warm_alpha) != (config.rank, config.lora_alpha):
+            log.info("warm start adapter has rank %s alpha %s: using those", warm_rank, warm_alpha)
+            config.rank, config.alpha = warm_rank, warm_alpha
+    groups = add_lora(parts, config)
+    if config.warm_start:
+        load_adapter_into_unet(parts, config.warm_start)
+    if config.gradient_checkpointing:
+        parts.unet.enable_gradient_checkpointing()
+        parts.unet.train()
+
+    cache_text = not config.train_text_encoder
+    data = PreparedData(parts, examples, config.resolution, cache_dir, cache_text)
+    prior = PreparedData(parts, class_examples, config.resolution, cache_dir, cache_text) if class_examples else None
+    if not data.items:
+        raise ValueError("no readable training images: " + "; ".join(d["reason"] for d in data.dropped[:3]))
+
+    optimizer = torch.optim.AdamW(groups, weight_decay=1e-2)
+    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer, num_warmup_steps=config.lr_warmup_steps,
+                                 num_training_steps=config.steps)
+    parts.unet, optimizer, lr_scheduler = accelerator.prepare(parts.unet, optimizer, lr_scheduler)
+    generator = torch.Generator().manual_seed(config.seed + 10_000 * accelerator.process_index)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    sampler = Sampler(len(data.items), config.batch_size, config.seed, rank, world)
+    prior_sampler = Sampler(len(prior.items), config.batch_size, config.seed + 1, rank, world) if prior else None
+
+    step, losses = 0, []
+    if checkpoints := list_checkpoints(work_dir):
+        latest = checkpoints[-1]
+        from safetensors.torch import load_file
+
+        _load_lora_state(parts_unwrapped(parts, accelerator), load_file(str(latest / "lora.safetensors")))
+        state = torch.load(latest / "state.pt", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        lr_scheduler.load_state_dict(state["lr_scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        step, losses = state["step"], list(state["losses"])
+        log.info("resuming from %s", latest.name)
+    resumed_from = step
+    loop_started = time.perf_counter()
+
+    while step < config.steps:
+        if stop_after is not None and step - resumed_from >= stop_after:
+            return TrainResult(str(output_dir), "", step, resumed_from, losses[-1] if losses else math.nan, losses,
+                               time.perf_counter() - started, data.stats(), config.rank, config.lora_alpha, precision)
+        batches = [(data, sampler.batch(step), False)] + ([(prior, prior_sampler.batch(step), True)] if prior else [])
+        total = None
+        for _ in range(config.gradient_accumulation_steps):
+            with accelerator.accumulate(parts.unet):
+                loss = _batch_loss(parts, config, batches, generator, cache_text)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], config.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                total = float(loss.detach()) if total is None else total + float(loss.detach())
+        step += 1
+        losses.append(round(total / config.gradient_accumulation_steps, 6))
+        if step % 5 == 0 or step == config.steps:
+            print(f"step {step}/{config.steps} loss {losses[-1]:.4f}", flush=True)
+        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps \
+                and accelerator.is_main_process:
+            save_checkpoint(work_dir, step, parts_unwrapped(parts, accelerator), config, optimizer, lr_scheduler,
+                            generator, losses)
+
+    accelerator.wait_for_everyone()
+    parts = parts_unwrapped(parts, accelerator)
+    weights = ""
+    if accelerator.is_main_process:
+        weights = str(save_lora(parts, config, output_dir))
+        (output_dir / "training_config.json").write_text(
+            json.dumps({**asdict(config), "mixed_precision_used": precision, "code_version": code_version},
+                       indent=2, sort_keys=True))
+    stats = data.stats()
+    if prior:
+        stats["prior_dropped"] = len(prior.dropped)
+    stats["dropped_images"] = data.dropped
+    return TrainResult(str(output_dir), weights, step, resumed_from, losses[-1], losses,
+                       round(time.perf_counter() - started, 3), stats, config.rank, config.lora_alpha, precision,
+                       round(time.perf_counter() - loop_started, 3))
+
+
+def parts_unwrapped(parts: Components, accelerator) -> Components:
+    parts.unet = accelerator.unwrap_model(parts.unet)
+    return parts
+
+
+def _batch_loss(parts: Components, config: TrainConfig, batches, generator, cache_text: bool):
+    """Loss of one (instance [+ class]) batch. All randomness comes from ``generator``."""
+    import torch
+
+    results = []
+    for data, indices, is_prior in batches:
+        latents = torch.stack([data.items[i]["latent"] for i in indices]).float()
+        time_ids = torch.stack([data.items[i]["time_ids"] for i in indices])
+        captions = [data.examples[i].caption for i in indices]
+        drop = torch.rand(len(indices), generator=generator) < config.caption_dropout
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
+        if cache_text:
+            texts = [data.text(c) for c in captions]
+            cond = {k: torch.stack([t[k] for t in texts]).to(parts.device) for k in texts[0]}
+        else:
+            cond = encode_prompts(parts, captions)
+        noise = torch.randn(latents.shape, generator=generator)
+        if config.noise_offset:
+            noise = noise + config.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1),
+                                                              generator=generator)
+        timesteps = torch.randint(0, parts.scheduler.config.num_train_timesteps, (len(indices),), generator=generator)
+        latents, noise, timesteps = latents.to(parts.device), noise.to(parts.device), timesteps.to(parts.device)
+        loss = per_sample_loss(parts, latents, cond, time_ids, timesteps, noise, config.snr_gamma)
+        weights = torch.tensor([data.examples[i].weight for i in indices], device=loss.device)
+        loss = (loss * weights).mean()
+        results.append(loss * (config.prior_loss_weight if is_prior else 1.0))
+    return sum(results)
+
+
+# ---------------------------------------------------------------- output
+
+def save_lora(parts: Components, config: TrainConfig, output_dir: Path) -> Path:
+    """Diffusers-format weights with adapter metadata, plus a kohya-format copy with alpha."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    pipeline_cls = StableDiffusionXLPipeline if parts.sdxl else StableDiffusionPipeline
+    kwargs = {"unet_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(parts.unet)),
+              "unet_lora_adapter_metadata": parts.unet.peft_config["default"].to_dict()}
+    if config.train_text_encoder:
+        names = ["text_encoder", "text_encoder_2"]
+        for name, encoder in zip(names, parts.text_encoders, strict=False):
+            kwargs[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(encoder))
+            kwargs[f"{name}_lora_adapter_metadata"] = encoder.peft_config["default"].to_dict()
+    pipeline_cls.save_lora_weights(str(output_dir), weight_name=WEIGHTS_NAME, **kwargs)
+    write_kohya_copy(output_dir, config.lora_alpha, pipeline_cls)
+    return output_dir / WEIGHTS_NAME
+
+
+def write_kohya_copy(output_dir: Path, alpha: float, pipeline_cls) -> Path:
+    import torch
+    from diffusers.utils import convert_all_state_dict_to_peft, convert_state_dict_to_kohya
+    from safetensors.torch import save_file
+
+    state, _ = pipeline_cls.lora_state_dict(str(output_dir), weight_name=WEIGHTS_NAME)
+    kohya = convert_state_dict_to_kohya(convert_all_state_dict_to_peft(state))
+    for key in [k for k in kohya if k.endswith(".alpha")]:
+        kohya[key] = torch.tensor(float(alpha))  # the converter assumes alpha = rank
+    path = output_dir / KOHYA_NAME
+    save_file({k: v.contiguous() for k, v in kohya.items()}, str(path), metadata={"ss_network_alpha": str(alpha)})
+    return path
+
+
+def _weights_file(location: str) -> Path:
+    """A local path to the adapter weights in a directory, a file, or a store URI prefix."""
+    if "://" in location:
+        import tempfile
+
+        from sleeve.jobs import output_location
+
+        store, prefix = output_location(location)
+        local = Path(tempfile.mkdtemp(prefix="sleeve-lora-")) / WEIGHTS_NAME
+        return store.download(prefix + WEIGHTS_NAME, local)
+    path = Path(location)
+    return path / WEIGHTS_NAME if path.is_dir() else path
+
+
+def lora_rank_alpha(location: str) -> tuple[int, float]:
+    """Rank and alpha of a saved adapter, from its safetensors metadata."""
+    from safetensors import safe_open
+
+    with safe_open(str(_weights_file(location)), framework="pt") as f:
+        meta = json.loads((f.metadata() or {}).get("lora_adapter_metadata", "{}"))
+    if "unet.r" not in meta:  # diffusers stores the UNet's LoraConfig flat as "unet.<field>"
+        raise ValueError(f"adapter at {location} has no rank metadata; retrain or start from base")
+    return int(meta["unet.r"]), float(meta.get("unet.lora_alpha", meta["unet.r"]))
+
+
+def load_adapter_into_unet(parts: Components, location: str) -> None:
+    """Warm start: copy a saved diffusers-format LoRA into the freshly added 'default' adapter."""
+    from diffusers.utils import convert_unet_state_dict_to_peft
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    state = load_file(str(_weights_file(location)))
+    unet_state = {k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")}
+    result = set_peft_model_state_dict(parts.unet, convert_unet_state_dict_to_peft(unet_state), adapter_name="default")
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise ValueError(f"warm-start adapter does not match the target modules: {unexpected[:3]}")
+
+
+def code_version() -> str:
+    """The code that trained a model: $SLEEVE_CODE_VERSION (set by the image build) or git."""
+    import subprocess
+
+    if os.environ.get("SLEEVE_CODE_VERSION"):
+        return os.environ["SLEEVE_CODE_VERSION"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_model_card(output_dir, config: TrainConfig, *, manifest_uri: str, counts: dict, result: TrainResult,
+                     version: str, kind: str = "style") -> Path:
+    """README.md beside the weights: enough to reproduce or audit the adapter."""
+    hyper = json.dumps(asdict(config), indent=2, sort_keys=True)
+    card = f"""---
+base_model: {config.base_model}
+library_name: diffusers
+tags: [lora, text-to-image, sleeve, {kind}]
+---
+# Sleeve {kind} LoRA `{version}`
+
+- Base model: `{config.base_model}`
+- Data manifest: `{manifest_uri}` ({json.dumps(counts, sort_keys=True)})
+- Code version: `{code_version()}`
+- Steps: {result.steps}, final loss {result.final_loss:.5f}, precision {result.mixed_precision}
+- LoRA rank {result.rank}, alpha {result.alpha}
+
+Load with diffusers: `pipe.load_lora_weights(path, weight_name="{WEIGHTS_NAME}")`.
+`{KOHYA_NAME}` is the same adapter in kohya format (A1111, ComfyUI).
+
+## Hyper-parameters
+```json
+{hyper}
+```
+"""
+    path = Path(output_dir) / "README.md"
+    path.write_text(card)
+    return path
