@@ -49,8 +49,13 @@ SELECT i.image_id, i.uri, i.sha256, i.prompt_id, i.model_version, p.positive AS 
 FROM images AS i
 JOIN reviews AS r ON r.image_id = i.image_id
 LEFT JOIN prompts AS p ON p.prompt_id = i.prompt_id
+LEFT JOIN generation_requests AS g ON g.request_id = i.request_id
+LEFT JOIN model_versions AS m ON m.version = i.model_version
 WHERE r.created_at < @end
   AND i.image_id IN (SELECT image_id FROM reviews WHERE created_at >= @start AND created_at < @end)
+  -- Personalised covers show a user's face: they never train the shared style model.
+  AND (g.kind IS NULL OR g.kind != 'personalize')
+  AND (m.kind IS NULL OR m.kind != 'dreambooth')
 GROUP BY i.image_id, i.uri, i.sha256, i.prompt_id, i.model_version, p.positive
 HAVING COUNT(*) >= @min_reviews AND AVG(r.rating) >= @min_rating
 ORDER BY i.image_id

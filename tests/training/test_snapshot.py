@@ -50,3 +50,25 @@ def test_near_duplicates_are_dropped(warehouse, store, world):
                                   "created_at": WEEK_START + timedelta(days=1)}])
     snap = build_snapshot(warehouse, store, WEEK_START, WEEK_END)
     assert any(d["ref"] in ("imgnear", "img0") and "near-duplicate" in d["reason"] for d in snap["dropped"])
+
+
+def test_personalised_covers_never_enter_the_style_snapshot(warehouse, store, world):
+    """A well-rated personalised cover shows a user's face: it must not train the shared model,
+    whether it is recognised by its request kind or by the DreamBooth model that made it."""
+    from training.snapshot import build_snapshot
+
+    before = build_snapshot(warehouse, store, WEEK_START, WEEK_END)["counts"]["generated"]
+    row = warehouse.query("SELECT * FROM images WHERE image_id = 'img0'")[0]
+    day = WEEK_START + timedelta(days=1)
+    warehouse.upsert("generation_requests", [{"request_id": "face-req", "kind": "personalize", "created_at": day}])
+    warehouse.upsert("model_versions", [{"version": "dreambooth-u1", "kind": "dreambooth", "user_id": "u1"}])
+    faces = [
+        {**row, "image_id": "face-by-kind", "request_id": "face-req", "sha256": "f1", "uri": row["uri"] + "?1"},
+        {**row, "image_id": "face-by-model", "model_version": "dreambooth-u1", "sha256": "f2", "uri": row["uri"] + "?2"},
+    ]
+    warehouse.upsert("images", faces)
+    warehouse.upsert("reviews", [{"review_id": f"rv-{f['image_id']}", "image_id": f["image_id"], "rating": 5,
+                                  "created_at": day} for f in faces])
+    snap = build_snapshot(warehouse, store, WEEK_START, WEEK_END)
+    assert snap["counts"]["generated"] == before
+    assert not {"face-by-kind", "face-by-model"} & {d["ref"] for d in snap["dropped"]}
