@@ -11,7 +11,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo demo-ui test lint bench clean
+.PHONY: setup demo demo-ui airflow rollback test lint bench clean
 
 # Dependencies: torch first (resolves to the local CPU build here), then the pinned rest.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -33,6 +33,12 @@ demo: setup
 
 demo-ui: setup
 	$(BIN)/airflow standalone
+
+airflow: setup
+	$(BIN)/airflow $(ARGS)
+
+rollback: setup
+	$(BIN)/python -m training.registry rollback
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -60,6 +60,17 @@ class Settings:
     gpu_slots: int = 1
     gpu_image: str = ""  # container image for GPU pods (SLEEVE_GPU_EXECUTOR=kubernetes)
     k8s_namespace: str = "default"
+    gen_size: int = 64  # generated image side in px (tiny model); SDXL: SLEEVE_GEN_SIZE=1024
+    gen_steps: int = 4  # sampling steps per image; SDXL: SLEEVE_GEN_STEPS=30
+    # crawl_songs (issue 3): source, endpoints, politeness
+    crawl_source: str = "sample"
+    musicbrainz_url: str = "https://musicbrainz.org"
+    coverart_url: str = "https://coverartarchive.org"
+    melon_url: str = "https://www.melon.com"
+    crawl_contact: str = ""  # contact in the User-Agent (MusicBrainz policy)
+    crawl_rate: float = 1.0  # requests/s per host
+    crawl_workers: int = 4  # requests in flight across hosts
+    crawl_obey_robots: bool = True
     pii_key: str = field(default="", repr=False)
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -85,6 +96,40 @@ class Settings:
             path.mkdir(parents=True, exist_ok=True)
         if self.store_url.startswith("file://"):
             Path(self.store_url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+
+
+CRAWL_SOURCES = ("sample", "musicbrainz", "melon")
+
+
+def _crawl_settings(env: dict) -> dict:
+    """SLEEVE_CRAWL_* / endpoint settings for crawl_songs, validated."""
+    source = _choice(env, "SLEEVE_CRAWL_SOURCE", "sample", CRAWL_SOURCES)
+    urls = {}
+    for name, key, default in (("SLEEVE_MUSICBRAINZ_URL", "musicbrainz_url", "https://musicbrainz.org"),
+                               ("SLEEVE_COVERART_URL", "coverart_url", "https://coverartarchive.org"),
+                               ("SLEEVE_MELON_URL", "melon_url", "https://www.melon.com")):
+        urls[key] = (env.get(name, "").strip() or default).rstrip("/")
+        if not urls[key].startswith(("http://", "https://")):
+            raise SettingsError(f"{name}={urls[key]!r} must start with http:// or https://")
+    contact = env.get("SLEEVE_CRAWL_CONTACT", "").strip()
+    if source in ("musicbrainz", "melon") and not contact:
+        raise SettingsError(f"SLEEVE_CRAWL_SOURCE={source} needs SLEEVE_CRAWL_CONTACT (an email or URL for the "
+                            "User-Agent, required by the MusicBrainz API policy), e.g. ops@example.com")
+    raw = env.get("SLEEVE_CRAWL_RATE", "1").strip()
+    try:
+        rate = float(raw)
+    except ValueError:
+        raise SettingsError(f"SLEEVE_CRAWL_RATE={raw!r} is not a number; set requests/s per host, e.g. 1") from None
+    cap = 1.0 if source == "musicbrainz" else 10.0
+    if not 0 < rate <= cap:
+        raise SettingsError(f"SLEEVE_CRAWL_RATE={rate} is out of range: MusicBrainz allows at most 1 request/s "
+                            f"per host, other sources at most 10; set a value in (0, {cap:g}]")
+    obey = env.get("SLEEVE_CRAWL_OBEY_ROBOTS", "true").strip().lower()
+    if obey not in ("true", "false", "1", "0", "yes", "no"):
+        raise SettingsError(f"SLEEVE_CRAWL_OBEY_ROBOTS={obey!r} must be true or false")
+    return {"crawl_source": source, **urls, "crawl_contact": contact, "crawl_rate": rate,
+            "crawl_workers": _positive_int(env, "SLEEVE_CRAWL_WORKERS", 4),
+            "crawl_obey_robots": obey in ("true", "1", "yes")}
 
 
 def load_settings(env: dict | None = None) -> Settings:
@@ -161,8 +206,11 @@ def load_settings(env: dict | None = None) -> Settings:
         gpu_slots=_positive_int(env, "SLEEVE_GPU_SLOTS", 1),
         gpu_image=gpu_image,
         k8s_namespace=env.get("SLEEVE_K8S_NAMESPACE", "").strip() or "default",
+        gen_size=_positive_int(env, "SLEEVE_GEN_SIZE", 64),
+        gen_steps=_positive_int(env, "SLEEVE_GEN_STEPS", 4),
         # Keys the email hash. The default suits the offline demo only; production sets a secret.
         pii_key=env.get("SLEEVE_PII_KEY", "") or "sleeve-local-demo-key",
+        **_crawl_settings(env),
     )
 
 

@@ -1,0 +1,237 @@
+"""What batch_generate generates and how its results are recorded (warehouse side, no Airflow).
+
+plan:    select requests (pending, or a backfill) -> resolve each one's model -> shard manifests
+record:  result manifests -> ``images`` rows + ``generation_requests`` status + ``stage_runs``
+
+Selection is keyed by the data interval: a run takes requests created before its interval end
+that are still pending, plus those it generated before (``batch_interval_start``), so a re-run
+of the same interval sees the same requests, finds their images stored and upserts the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+
+from sleeve.ids import content_hash, stable_id
+from sleeve.store import ObjectStore, read_json, write_json
+from sleeve.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+DAG_ID, STAGE = "batch_generate", "generate"
+DEFAULT_KINDS = ("user", "demo", "backfill")  # personalize requests are rendered by their own DAG
+BASE_VERSION = "base"
+
+_SELECT = """
+SELECT r.request_id, r.song_id, r.prompt_id, r.kind, r.num_images, r.model_version, r.seed, r.width,
+       r.height, r.steps, r.created_at, p.positive, p.negative, p.prompt_version, p.prompt_id AS found_prompt
+FROM generation_requests AS r LEFT JOIN prompts AS p ON p.prompt_id = r.prompt_id
+"""
+
+
+def select_requests(warehouse: Warehouse, start: datetime, end: datetime, *, kinds=DEFAULT_KINDS,
+                    request_ids: list[str] | None = None, limit: int = 10_000) -> list[dict]:
+    """The requests this interval's run generates, oldest first."""
+    params = {"start": start, "end": end, "kinds": list(kinds), "limit": limit}
+    sql = _SELECT + (" WHERE r.created_at < @end AND (r.status = 'pending' OR r.batch_interval_start = @start)"
+                     " AND r.kind IN UNNEST(@kinds)")
+    if request_ids is not None:
+        sql += " AND r.request_id IN UNNEST(@ids)"
+        params["ids"] = list(request_ids)
+    return warehouse.query(sql + " ORDER BY r.created_at, r.request_id LIMIT @limit", params)
+
+
+def load_requests(warehouse: Warehouse, request_ids: list[str]) -> list[dict]:
+    return warehouse.query(_SELECT + " WHERE r.request_id IN UNNEST(@ids) ORDER BY r.created_at, r.request_id",
+                           {"ids": list(request_ids)})
+
+
+def create_backfill(warehouse: Warehouse, *, created_at: datetime, date_from: datetime | None = None,
+                    date_to: datetime | None = None, song_ids: list[str] | None = None,
+                    prompt_version: str | None = None, model_version: str | None = None,
+                    num_images: int = 4) -> dict:
+    """Insert ``backfill`` requests for the songs requested in [date_from, date_to) and/or
+    ``song_ids``, each with its latest prompt (of ``prompt_version`` if given), for
+    ``model_version`` (default: the production model now, so the request id pins it).
+    Existing requests are left as they are (a re-run does not reset finished ones)."""
+    if not (date_from and date_to) and not song_ids:
+        raise ValueError("a backfill needs a date range (backfill_from and backfill_to) or song_ids")
+    songs = set(song_ids or [])
+    if date_from and date_to:
+        rows = warehouse.query(
+            "SELECT DISTINCT song_id FROM generation_requests WHERE created_at >= @a AND created_at < @b "
+            "AND kind != 'backfill' AND song_id IS NOT NULL", {"a": date_from, "b": date_to})
+        songs |= {r["song_id"] for r in rows}
+    version = model_version or _production(warehouse)["version"]
+    sql = "SELECT prompt_id, song_id, created_at FROM prompts WHERE song_id IN UNNEST(@songs)"
+    params: dict = {"songs": sorted(songs)}
+    if prompt_version:
+        sql += " AND prompt_version = @pv"
+        params["pv"] = prompt_version
+    latest: dict[str, dict] = {}
+    for row in warehouse.query(sql + " ORDER BY created_at, prompt_id", params):
+        latest[row["song_id"]] = row
+    wanted = {
+        stable_id("backfill", p["song_id"], p["prompt_id"], version, num_images): p for p in latest.values()
+    }
+    existing = {r["request_id"] for r in warehouse.query(
+        "SELECT request_id FROM generation_requests WHERE request_id IN UNNEST(@ids)", {"ids": sorted(wanted)})}
+    warehouse.upsert("generation_requests", [
+        {"request_id": rid, "song_id": p["song_id"], "prompt_id": p["prompt_id"], "kind": "backfill",
+         "num_images": num_images, "model_version": version, "status": "pending",
+         "created_at": created_at, "updated_at": created_at}
+        for rid, p in wanted.items() if rid not in existing
+    ])
+    no_prompt = sorted(songs - set(latest))
+    if no_prompt:
+        log.warning("backfill: %d song(s) have no prompt%s", len(no_prompt),
+                    f" of version {prompt_version}" if prompt_version else "")
+    return {"request_ids": sorted(wanted), "created": len(set(wanted) - existing), "no_prompt": no_prompt,
+            "model_version": version}
+
+
+def _production(warehouse: Warehouse) -> dict:
+    """The production style model, or the base model alone when none is registered."""
+    from training.registry import production_version
+
+    row = production_version(warehouse, kind="style")
+    return row if row else {"version": BASE_VERSION}
+
+
+def resolve_model(warehouse: Warehouse, version: str | None, base_model: str, *, style_weight: float = 1.0,
+                  cache: dict | None = None) -> dict:
+    """The model spec of a shard manifest for a request's ``model_version`` (None = production
+    now). A DreamBooth adapter is combined with the production style LoRA, if any. Raises
+    LookupError for an unknown version."""
+    cache = {} if cache is None else cache
+    if version in cache:
+        return cache[version]
+    if version is None:
+        row = _production(warehouse)
+    elif version == BASE_VERSION:
+        row = {"version": BASE_VERSION}
+    else:
+        from training.registry import get_version
+
+        row = get_version(warehouse, version)
+        if not row:
+            raise LookupError(f"unknown model version {version!r}")
+    spec = {"version": row["version"], "base_model": row.get("base_model") or base_model, "adapters": []}
+    if row.get("adapter_uri"):
+        spec["adapters"].append({"uri": row["adapter_uri"], "weight": 1.0})
+    if row.get("kind") == "dreambooth":
+        style = _production(warehouse)
+        if style.get("adapter_uri"):
+            spec["adapters"].append({"uri": style["adapter_uri"], "weight": style_weight})
+            spec["version"] = f"{row['version']}+{style['version']}"
+    cache[version] = spec
+    return spec
+
+
+def manifest_request(row: dict) -> dict:
+    return {
+        "request_id": row["request_id"], "prompt": row.get("positive") or "",
+        "negative_prompt": row.get("negative") or "", "num_images": row.get("num_images") or 4,
+        "seed": row.get("seed"), "width": row.get("width"), "height": row.get("height"), "steps": row.get("steps"),
+    }
+
+
+def plan_shards(warehouse: Warehouse, store: ObjectStore, requests: list[dict], *, base_model: str,
+                defaults: dict, shard_size: int = 16, style_weight: float = 1.0) -> dict:
+    """Group requests by model and cut them into shards of ``shard_size`` requests; write each
+    shard manifest content-addressed (same requests + model -> same manifest and output URI).
+    Requests that cannot be planned (missing prompt, unknown model) come back in ``failed``."""
+    failed, by_model, specs = [], {}, {}
+    cache: dict = {}
+    for row in requests:
+        if row.get("found_prompt") is None:
+            failed.append({"request_id": row["request_id"], "reason": f"prompt {row.get('prompt_id')!r} not found"})
+            continue
+        try:
+            spec = resolve_model(warehouse, row.get("model_version"), base_model, style_weight=style_weight,
+                                 cache=cache)
+        except LookupError as exc:
+            failed.append({"request_id": row["request_id"], "reason": str(exc)})
+            continue
+        specs[spec["version"]] = spec
+        by_model.setdefault(spec["version"], []).append(manifest_request(row))
+    shards = []
+    for version, rows in by_model.items():
+        for i in range(0, len(rows), max(1, shard_size)):
+            manifest = {"kind": "sleeve.generate.shard/v1", "model": specs[version], "defaults": defaults,
+                        "requests": rows[i:i + shard_size]}
+            digest = content_hash(manifest)
+            key = f"generate/manifests/{digest[:2]}/{digest}.json"
+            write_json(store, key, manifest, create_only=True)
+            shards.append({"manifest_uri": store.uri(key), "output_uri": store.uri(f"generate/results/{digest}"),
+                           "model_version": version, "requests": len(manifest["requests"])})
+    return {"shards": shards, "failed": failed}
+
+
+def record_results(warehouse: Warehouse, store: ObjectStore, *, requests: list[dict], results: list[dict],
+                   plan_failed: list[dict], start: datetime, end: datetime, extra_stats: dict | None = None) -> dict:
+    """Upsert ``images`` rows and the requests' status from the shards' result manifests, and the
+    run's ``stage_runs`` row. Everything is keyed, so a re-run writes the same rows.
+    ``results`` holds, per shard, ``{"manifest_uri", "result_uri"}``."""
+    by_id = {r["request_id"]: r for r in requests}
+    images, failed = [], {f["request_id"]: f["reason"] for f in plan_failed}
+    stats = {"requests": len(requests), "images": 0, "failed": 0, "skipped_existing": 0, "gpu_seconds": 0.0,
+             "shards": len(results)}
+    for shard in results:
+        result = read_json(store, store_key(store, shard["result_uri"]))
+        stats["gpu_seconds"] += float(result.get("gpu_seconds") or 0.0)
+        stats["skipped_existing"] += int(result.get("stats", {}).get("skipped_existing", 0))
+        failed.update({f["request_id"]: f["reason"] for f in result.get("failed", [])})
+        for img in result.get("images", []):
+            req = by_id[img["request_id"]]
+            images.append({
+                "image_id": img["image_id"], "request_id": img["request_id"], "image_index": img["image_index"],
+                "uri": img["uri"], "thumb_uri": img["thumb_uri"], "sha256": img["sha256"],
+                "prompt_id": req.get("prompt_id"), "prompt_version": req.get("prompt_version"), "seed": img["seed"],
+                "model_version": img["model_version"], "manifest_uri": shard["manifest_uri"],
+                "width": img["width"], "height": img["height"], "steps": img["steps"],
+                "created_at": _at(req, start),
+            })
+    warehouse.upsert("images", images)
+    made: dict[str, int] = {}
+    version_of: dict[str, str] = {}
+    for img in images:
+        made[img["request_id"]] = made.get(img["request_id"], 0) + 1
+        version_of[img["request_id"]] = img["model_version"]
+    updates = []
+    for rid, req in by_id.items():
+        if rid in failed:
+            status, reason = "failed", failed[rid]
+        elif made.get(rid, 0) >= (req.get("num_images") or 4):
+            status, reason = "done", None
+        else:
+            status, reason = "pending", None  # not in any shard result (should not happen): retry next run
+        # A request without a model is pinned to the one "production" meant, so a later re-run
+        # reproduces the same images. (Every row carries every column: upsert sets missing ones NULL.)
+        updates.append({"request_id": rid, "status": status, "reason": reason, "updated_at": _at(req, start),
+                        "batch_interval_start": start if status != "pending" else None,
+                        "model_version": req.get("model_version") or version_of.get(rid)})
+    warehouse.upsert("generation_requests", updates)
+    stats.update(images=len(images), failed=len(failed), gpu_seconds=round(stats["gpu_seconds"], 3),
+                 **(extra_stats or {}))
+    warehouse.upsert("stage_runs", [{
+        "dag_id": DAG_ID, "stage": STAGE, "interval_start": start, "interval_end": end,
+        "status": "success", "stats": json.dumps(stats, sort_keys=True),
+    }])
+    return stats
+
+
+def _at(request: dict, start: datetime) -> datetime:
+    """Data time of a request's images: its interval's start, or the request time if later."""
+    created = request.get("created_at")
+    return max(created, start) if created else start
+
+
+def store_key(store: ObjectStore, uri: str) -> str:
+    """The key of a URI inside the configured ``store``."""
+    prefix = store.uri("x")[:-1]
+    if not uri.startswith(prefix):
+        raise ValueError(f"{uri} is not in the configured store {store.url}")
+    return uri[len(prefix):]
