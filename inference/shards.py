@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from sleeve.ids import content_hash, stable_id
@@ -184,16 +185,7 @@ def record_results(warehouse: Warehouse, store: ObjectStore, *, requests: list[d
         stats["gpu_seconds"] += float(result.get("gpu_seconds") or 0.0)
         stats["skipped_existing"] += int(result.get("stats", {}).get("skipped_existing", 0))
         failed.update({f["request_id"]: f["reason"] for f in result.get("failed", [])})
-        for img in result.get("images", []):
-            req = by_id[img["request_id"]]
-            images.append({
-                "image_id": img["image_id"], "request_id": img["request_id"], "image_index": img["image_index"],
-                "uri": img["uri"], "thumb_uri": img["thumb_uri"], "sha256": img["sha256"],
-                "prompt_id": req.get("prompt_id"), "prompt_version": req.get("prompt_version"), "seed": img["seed"],
-                "model_version": img["model_version"], "manifest_uri": shard["manifest_uri"],
-                "width": img["width"], "height": img["height"], "steps": img["steps"],
-                "created_at": _at(req, start),
-            })
+        images += image_rows(result, by_id, shard["manifest_uri"], lambda req: _at(req, start))
     warehouse.upsert("images", images)
     made: dict[str, int] = {}
     version_of: dict[str, str] = {}
@@ -221,6 +213,23 @@ def record_results(warehouse: Warehouse, store: ObjectStore, *, requests: list[d
         "status": "success", "stats": json.dumps(stats, sort_keys=True),
     }])
     return stats
+
+
+def image_rows(result: dict, requests: dict[str, dict], manifest_uri: str,
+               created_at: Callable[[dict], datetime]) -> list[dict]:
+    """``images`` rows, with their lineage (prompt, seed, model version, shard manifest), for the
+    images a generate job's ``result`` reports. ``requests`` maps request id to its row."""
+    rows = []
+    for img in result.get("images", []):
+        req = requests[img["request_id"]]
+        rows.append({
+            "image_id": img["image_id"], "request_id": img["request_id"], "image_index": img["image_index"],
+            "uri": img["uri"], "thumb_uri": img["thumb_uri"], "sha256": img["sha256"],
+            "prompt_id": req.get("prompt_id"), "prompt_version": req.get("prompt_version"), "seed": img["seed"],
+            "model_version": img["model_version"], "manifest_uri": manifest_uri,
+            "width": img["width"], "height": img["height"], "steps": img["steps"], "created_at": created_at(req),
+        })
+    return rows
 
 
 def _at(request: dict, start: datetime) -> datetime:

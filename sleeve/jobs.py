@@ -104,14 +104,14 @@ def is_main_process() -> bool:
 def configure_cpu_threads() -> None:
     """On a CPU-only box (the tiny-model demo and tests) torch's thread pool mostly fights the
     other processes: use ``SLEEVE_TORCH_THREADS`` threads (default 1). GPUs are unaffected."""
-    import os
-
     try:
         import torch
     except ImportError:
         return
     if not torch.cuda.is_available():
-        torch.set_num_threads(int(os.environ.get("SLEEVE_TORCH_THREADS", "1")))
+        from sleeve.settings import get_settings
+
+        torch.set_num_threads(get_settings().torch_threads)
 
 
 def run_job(main: Callable[[dict, dict, str], dict], argv: Sequence[str] | None = None) -> int:

@@ -220,7 +220,7 @@ def run_request(warehouse: Warehouse, store: ObjectStore, request_id: str, *, ba
     """Train (unless already trained) and render one request; record everything against it.
     ``run_job(module, manifest_uri=, config=, output_uri=) -> result`` is the GPU launcher.
     A finished request returns at once: re-runs never retrain."""
-    from inference.shards import resolve_model
+    from inference.shards import image_rows, resolve_model
     from training.registry import register
 
     rows = warehouse.query("SELECT * FROM personalization_requests WHERE request_id = @id", {"id": request_id})
@@ -277,14 +277,7 @@ def run_request(warehouse: Warehouse, store: ObjectStore, request_id: str, *, ba
                      config={"store_url": store.url}, output_uri=store.uri(f"{base}render-{digest}"))
     gpu_seconds += float(result.get("gpu_seconds") or 0.0)
     by_id = {r["request_id"]: r for r in gen_rows}
-    images = [{
-        "image_id": img["image_id"], "request_id": img["request_id"], "image_index": img["image_index"],
-        "uri": img["uri"], "thumb_uri": img["thumb_uri"], "sha256": img["sha256"],
-        "prompt_id": by_id[img["request_id"]]["prompt_id"], "prompt_version": by_id[img["request_id"]]["prompt_version"],
-        "seed": img["seed"], "model_version": img["model_version"],
-        "manifest_uri": store.uri(f"{base}render-{digest}.json"), "width": img["width"], "height": img["height"],
-        "steps": img["steps"], "created_at": req["created_at"],
-    } for img in result.get("images", [])]
+    images = image_rows(result, by_id, store.uri(f"{base}render-{digest}.json"), lambda _: req["created_at"])
     warehouse.upsert("images", images)
     failed = {f["request_id"]: f["reason"] for f in result.get("failed", [])}
     warehouse.upsert("generation_requests", [

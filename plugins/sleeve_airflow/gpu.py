@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 from collections import deque
+from datetime import timedelta
 
 from sleeve.jobs import read_result
 from sleeve.settings import get_settings
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 GPU_POOL = "gpu"
 GPU_QUEUE = "gpu"
 TAIL_LINES = 30
+# The longest a GPU job may run. It must stay below Celery's visibility timeout (48 h in
+# docker/docker-compose.yaml): a task still unacknowledged then is re-delivered and runs twice.
+GPU_JOB_TIMEOUT = timedelta(hours=24)
 
 
 class GpuJobError(RuntimeError):
@@ -43,11 +47,12 @@ class GpuJobError(RuntimeError):
 def gpu_task_kwargs() -> dict:
     """Keyword arguments for ``@task(...)`` of a task that runs a GPU job."""
     executor = get_settings().gpu_executor
+    bounded = {"execution_timeout": GPU_JOB_TIMEOUT}
     if executor == "celery":
-        return {"queue": GPU_QUEUE, "pool": GPU_POOL, "pool_slots": 1}
+        return {**bounded, "queue": GPU_QUEUE, "pool": GPU_POOL, "pool_slots": 1}
     if executor == "kubernetes":
-        return {"pool": GPU_POOL, "pool_slots": 1}
-    return {}
+        return {**bounded, "pool": GPU_POOL, "pool_slots": 1}
+    return bounded
 
 
 def job_command(module: str, *, manifest_uri: str, config: dict, output_uri: str, processes: int = 1) -> list[str]:

@@ -2,6 +2,7 @@
 
 import json
 import logging
+from datetime import timedelta
 
 import pytest
 
@@ -57,9 +58,9 @@ def test_failed_job_raises_with_its_last_lines(echo_job):
 
 
 @pytest.mark.parametrize("executor, expected", [
-    ("local", {}),
-    ("celery", {"queue": "gpu", "pool": "gpu", "pool_slots": 1}),
-    ("kubernetes", {"pool": "gpu", "pool_slots": 1}),
+    ("local", {"execution_timeout": timedelta(hours=24)}),
+    ("celery", {"execution_timeout": timedelta(hours=24), "queue": "gpu", "pool": "gpu", "pool_slots": 1}),
+    ("kubernetes", {"execution_timeout": timedelta(hours=24), "pool": "gpu", "pool_slots": 1}),
 ])
 def test_gpu_task_kwargs_follow_the_executor(sleeve_env, monkeypatch, executor, expected):
     from sleeve_airflow.gpu import gpu_task_kwargs

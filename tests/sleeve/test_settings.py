@@ -21,8 +21,9 @@ def test_defaults_work_offline(tmp_path):
         ({"SLEEVE_STORE_URL": "s3://bucket"}, "SLEEVE_STORE_URL"),
         ({"SLEEVE_STORE_URL": "gs://"}, "SLEEVE_STORE_URL"),
         ({"SLEEVE_STORE_URL": "file://relative/dir"}, "SLEEVE_STORE_URL"),
-        ({"SLEEVE_NOTIFIER": "slack"}, "SLEEVE_SLACK_CHANNEL"),
-        ({"SLEEVE_LABELLER": "llm"}, "SLEEVE_LLM_BASE_URL"),
+        ({"SLEEVE_NOTIFIER": "teams"}, "SLEEVE_NOTIFIER"),
+        ({"SLEEVE_LABELLER": "gpt"}, "SLEEVE_LABELLER"),
+        ({"SLEEVE_TORCH_THREADS": "-1"}, "SLEEVE_TORCH_THREADS"),
         ({"SLEEVE_LLM_BASE_URL": "ftp://x"}, "SLEEVE_LLM_BASE_URL"),
         ({"SLEEVE_GPU_EXECUTOR": "slurm"}, "SLEEVE_GPU_EXECUTOR"),
         ({"SLEEVE_GPU_SLOTS": "two"}, "SLEEVE_GPU_SLOTS"),
@@ -48,3 +49,10 @@ def test_production_settings(tmp_path):
 def test_secrets_not_in_repr(tmp_path):
     s = load_settings({"SLEEVE_HOME": str(tmp_path), "SLEEVE_PII_KEY": "very-secret"})
     assert s.pii_key == "very-secret" and "very-secret" not in repr(s)
+
+
+def test_connection_only_slack_and_llm_are_accepted(tmp_path):
+    """The webhook/token and the LLM endpoint may live only in Airflow Connections; the hooks
+    validate them at use (tests/plugins/test_notifier.py, test_llm_hook.py)."""
+    s = load_settings({"SLEEVE_HOME": str(tmp_path), "SLEEVE_NOTIFIER": "slack", "SLEEVE_LABELLER": "llm"})
+    assert (s.notifier, s.labeller, s.llm_base_url) == ("slack", "llm", "")
