@@ -76,13 +76,14 @@ with DAG(
         """Select (or create, for a backfill) the requests, write shard manifests and the plan."""
         from datetime import datetime, time
 
-        from sleeve_airflow.context import data_interval
+        from sleeve_airflow.context import data_interval, mark_stage_start
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
 
         from inference.shards import DEFAULT_KINDS, create_backfill, plan_shards, select_requests
         from sleeve.store import write_json
 
         context = get_current_context()
+        mark_stage_start(context)
         params, (start, end) = context["params"], data_interval(context)
         warehouse, store, settings = WarehouseHook().warehouse, ObjectStoreHook().store, get_settings()
 
@@ -130,7 +131,7 @@ with DAG(
     @task(trigger_rule="none_failed", outlets=[IMAGES])
     def record(results: list[dict] | None) -> dict:
         """Upsert images and request status, and the run's stage_runs stats."""
-        from sleeve_airflow.context import data_interval
+        from sleeve_airflow.context import data_interval, stage_started_at
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
 
         from inference.shards import load_requests, record_results
@@ -145,7 +146,7 @@ with DAG(
             if backfill else {}
         return record_results(warehouse, store, requests=load_requests(warehouse, body["request_ids"]),
                               results=list(results or []), plan_failed=body["failed"], start=start, end=end,
-                              extra_stats=extra)
+                              extra_stats=extra, started_at=stage_started_at(context, "plan"))
 
     shards = plan()
     shards >> record(generate.expand(shard=shards))

@@ -43,14 +43,16 @@ CHUNK = 100  # songs labelled and stored per step: a failure keeps what is done
 )
 def label_songs():
     @task
-    def select(params: dict) -> dict:
+    def select(params: dict, **context) -> dict:
         import pendulum
+        from sleeve_airflow.context import mark_stage_start
         from sleeve_airflow.hooks import WarehouseHook
         from sleeve_airflow.llm import LLMHook
 
         from inference.labels import load_songs, plan
         from inference.prompts import PROMPT_VERSION
 
+        mark_stage_start(context)
         warehouse = WarehouseHook().warehouse
         since = pendulum.parse(params["since"]) if params.get("since") else None
         songs = load_songs(warehouse, song_ids=params.get("song_ids") or None, since=since)
@@ -85,7 +87,7 @@ def label_songs():
         import json
 
         import pendulum
-        from sleeve_airflow.context import data_interval
+        from sleeve_airflow.context import data_interval, stage_started_at
         from sleeve_airflow.hooks import WarehouseHook
 
         start, end = data_interval(context)
@@ -98,7 +100,7 @@ def label_songs():
         warehouse.upsert("stage_runs", [{
             "dag_id": "label_songs", "stage": "label", "interval_start": start, "interval_end": end,
             "run_id": context["run_id"], "status": "success", "stats": json.dumps(stats, sort_keys=True),
-            "started_at": context["dag_run"].start_date, "finished_at": pendulum.now("UTC"),
+            "started_at": stage_started_at(context, "select"), "finished_at": pendulum.now("UTC"),
         }])
         return stats
 

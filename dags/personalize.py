@@ -65,13 +65,15 @@ def _params() -> dict:
 )
 def personalize():
     @task
-    def collect_requests(params: dict) -> list[str]:
+    def collect_requests(params: dict, **context) -> list[str]:
         """A request from the form is validated and recorded first; otherwise the listed or all
         unfinished requests are picked up."""
+        from sleeve_airflow.context import mark_stage_start
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
 
         from training.dreambooth import collect_requests, submit_request
 
+        mark_stage_start(context)
         warehouse, store = WarehouseHook().warehouse, ObjectStoreHook().store
         if params["user_id"]:
             row = submit_request(warehouse, store, params["user_id"], list(params["photo_uris"]),
@@ -109,7 +111,8 @@ def personalize():
     def record_stats(request_ids: list[str], **context) -> dict:
         import json
 
-        from sleeve_airflow.context import data_interval
+        import pendulum
+        from sleeve_airflow.context import data_interval, stage_started_at
         from sleeve_airflow.hooks import WarehouseHook
 
         from training.dreambooth import run_stats
@@ -120,7 +123,8 @@ def personalize():
         warehouse.upsert("stage_runs", [{
             "dag_id": DAG_ID, "stage": STAGE, "interval_start": start, "interval_end": end,
             "run_id": context["dag_run"].run_id, "status": "failed" if stats["failed"] else "success",
-            "stats": json.dumps(stats, sort_keys=True)}])
+            "stats": json.dumps(stats, sort_keys=True), "started_at": stage_started_at(context, "collect_requests"),
+            "finished_at": pendulum.now("UTC")}])
         return stats
 
     requests = collect_requests()

@@ -88,7 +88,7 @@ def weekly_retrain():
             return {**plan, "go": False, "why": "dry run"}
         status, reason = ("skipped", snap["skip_reason"]) if snap["skip_reason"] else ("running", None)
         record_run(warehouse, run_id, start, end, dag_run_id=context["run_id"], status=status, reason=reason,
-                   manifest_uri=snap["uri"], config=dict(params), started_at=context["dag_run"].run_after,
+                   manifest_uri=snap["uri"], config=dict(params), started_at=context["ti"].start_date,
                    metrics={"snapshot": snap["counts"]})
         return {**plan, "go": status == "running", "why": reason}
 

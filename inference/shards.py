@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sleeve.ids import content_hash, stable_id
 from sleeve.store import ObjectStore, read_json, write_json
@@ -172,7 +172,8 @@ def plan_shards(warehouse: Warehouse, store: ObjectStore, requests: list[dict], 
 
 
 def record_results(warehouse: Warehouse, store: ObjectStore, *, requests: list[dict], results: list[dict],
-                   plan_failed: list[dict], start: datetime, end: datetime, extra_stats: dict | None = None) -> dict:
+                   plan_failed: list[dict], start: datetime, end: datetime, extra_stats: dict | None = None,
+                   started_at: datetime | None = None) -> dict:
     """Upsert ``images`` rows and the requests' status from the shards' result manifests, and the
     run's ``stage_runs`` row. Everything is keyed, so a re-run writes the same rows.
     ``results`` holds, per shard, ``{"manifest_uri", "result_uri"}``."""
@@ -211,6 +212,8 @@ def record_results(warehouse: Warehouse, store: ObjectStore, *, requests: list[d
     warehouse.upsert("stage_runs", [{
         "dag_id": DAG_ID, "stage": STAGE, "interval_start": start, "interval_end": end,
         "status": "success", "stats": json.dumps(stats, sort_keys=True),
+        # Durations only (``started_at`` is when the run's first task began): never a key.
+        "started_at": started_at, "finished_at": datetime.now(UTC) if started_at else None,
     }])
     return stats
 

@@ -78,3 +78,20 @@ def seed_reviews(warehouse: Warehouse, week_start: datetime, week_end: datetime)
         })
     warehouse.upsert("reviews", rows)
     return len(rows)
+
+
+def seed_personalization(warehouse: Warehouse, settings: Settings, store, week_start: datetime) -> str:
+    """One demo user uploads synthetic face photos (drawn procedurally, no real person) and asks
+    for a personalised cover of one song. Returns the request id."""
+    from training.dreambooth import submit_request
+    from training.photos import synthetic_photos
+
+    user = seed_users(warehouse, settings, week_start)[0]
+    song = warehouse.query("SELECT song_id FROM prompts ORDER BY song_id LIMIT 1")
+    if not song:
+        raise RuntimeError("no prompts to personalise: run crawl_songs and label_songs first")
+    row = submit_request(warehouse, store, user, synthetic_photos(4, seed=7), "person",
+                         song_ids=[song[0]["song_id"]], num_images=1, now=week_start + timedelta(days=4))
+    if row["status"] == "failed":
+        raise RuntimeError(f"demo personalisation request was rejected: {row['reason']}")
+    return row["request_id"]

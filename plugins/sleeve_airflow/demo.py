@@ -39,25 +39,30 @@ def _quiet_airflow_logs(log_path: Path) -> None:
     root.setLevel(logging.INFO)
 
 
+def _say(text: str, end: str = "\n") -> None:
+    """Progress goes to the terminal even while Airflow's output is redirected to the log."""
+    sys.__stdout__.write(text + end)
+    sys.__stdout__.flush()
+
+
 @contextlib.contextmanager
 def _step(name: str, timings: dict):
-    print(f"-> {name} ...", end="", flush=True)
+    _say(f"-> {name} ...", end="")
     started = time.perf_counter()
     try:
         yield
     except Exception:
-        print(" FAILED", flush=True)
+        _say(" FAILED")
         raise
     timings[name] = time.perf_counter() - started
-    print(f" done in {timings[name]:.1f} s", flush=True)
+    _say(f" done in {timings[name]:.1f} s")
 
 
 def _run_dag(dagbag, dag_id: str, logical_date: datetime, conf: dict | None = None, log_path: Path | None = None):
     dag = dagbag.get_dag(dag_id)
     if dag is None:
         raise DemoFailed(f"DAG {dag_id} not found (import errors: {dagbag.import_errors})")
-    with open(log_path or "/dev/null", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        run = dag.test(logical_date=logical_date, run_conf=conf or {})
+    run = dag.test(logical_date=logical_date, run_conf=conf or {})
     if run is None or str(run.state) != "success":
         raise DemoFailed(f"{dag_id} ended in state {getattr(run, 'state', None)}; see {log_path}")
     return run
@@ -69,9 +74,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="the Monday 03:00 UTC that closes the demo week (default: %(default)s)")
     args = parser.parse_args(argv)
 
-    from airflow.dag_processing.dagbag import DagBag
-
-    from sleeve import demo_data
     from sleeve.settings import get_settings
     from sleeve.warehouse import open_warehouse
 
@@ -88,6 +90,19 @@ def main(argv: list[str] | None = None) -> int:
           f"(SLEEVE_HOME={settings.home}, logs: {log_path})")
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    with open(log_path, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        _weekly_cycle(warehouse, settings, week_start, week_end, timings, log_path)
+    total = time.perf_counter() - started
+    _print_summary(warehouse, settings, total, timings)
+    return 0
+
+
+def _weekly_cycle(warehouse, settings, week_start, week_end, timings: dict, log_path: Path) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    from sleeve import demo_data
+    from sleeve.store import open_store
+
     dagbag = DagBag(dag_folder=str(REPO / "dags"))
     if dagbag.import_errors:
         raise DemoFailed(f"DAG import errors: {dagbag.import_errors}")
@@ -100,18 +115,21 @@ def main(argv: list[str] | None = None) -> int:
     with _step("demo users and generation requests", timings):
         demo_data.seed_requests(warehouse, settings, week_start, week_end)
     with _step("batch_generate (tiny SDXL on CPU)", timings):
-        _run_dag(dagbag, "batch_generate", inside_week, log_path=log_path)
+        # Daily at 02:00: the first run closing after the week renders everything requested in it.
+        _run_dag(dagbag, "batch_generate", (week_end + timedelta(days=1)).replace(hour=2), log_path=log_path)
     with _step("demo reviews", timings):
         demo_data.seed_reviews(warehouse, week_start, week_end)
     with _step("weekly_retrain (snapshot, LoRA, evaluate, gate)", timings):
         _run_dag(dagbag, "weekly_retrain", week_end, log_path=log_path)
     with _step("personalize (DreamBooth LoRA for one demo user)", timings):
-        conf = demo_data.personalization_conf(warehouse, settings)
-        _run_dag(dagbag, "personalize", inside_week, conf=conf, log_path=log_path)
+        request_id = demo_data.seed_personalization(warehouse, settings, open_store(settings.store_url), week_start)
+        _run_dag(dagbag, "personalize", inside_week, conf={"request_ids": [request_id], "steps": 10},
+                 log_path=log_path)
     with _step("weekly_report (outbox)", timings):
         _run_dag(dagbag, "weekly_report", week_end, log_path=log_path)
 
-    total = time.perf_counter() - started
+
+def _print_summary(warehouse, settings, total: float, timings: dict) -> None:
     print(f"\nWeekly cycle finished in {total:.1f} s.\n\nWarehouse ({settings.warehouse_path}):")
     for table in warehouse.tables():
         print(f"  {table:<28} {warehouse.count(table):>6} rows")
@@ -126,7 +144,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {report}")
     timing = {"total_s": round(total, 2), "steps": {k: round(v, 2) for k, v in timings.items()}}
     (settings.home / "demo_timing.json").write_text(json.dumps(timing, indent=2))
-    return 0
 
 
 if __name__ == "__main__":
