@@ -11,11 +11,14 @@ JSON and PNGs in `$SLEEVE_HOME/outbox/weekly_report/<week_start>/`.
   updates that message (`chat.update`) instead of posting again.
 * Trigger by hand for a given week with the `week_start` param (any date in the week).
 * Transport: `SLEEVE_NOTIFIER=slack` + connection `sleeve_slack` (bot token or webhook URL).
+* `weekly_retrain` starts at the same time: a scheduled run first waits (up to 6 h, freeing its
+  worker slot between checks) for that week's training run to settle, so the report shows the
+  gate's decision; if it never does, the report goes out anyway and says what it found.
 """
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, timedelta
 
 from airflow.sdk import DAG, Param, get_current_context, task
 from sleeve_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, weekly_interval
@@ -56,7 +59,21 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task
+    @task.sensor(poke_interval=timedelta(minutes=10), timeout=timedelta(hours=6), mode="reschedule",
+                 soft_fail=True)
+    def retraining_settled() -> bool:
+        """True once the reported week's style training run has ended (trained/skipped/failed).
+        Manual runs and backfills report what is there without waiting."""
+        from sleeve_airflow.hooks import WarehouseHook
+
+        from sleeve.report import retraining_settled as settled
+
+        context = get_current_context()
+        if context["dag_run"].run_type != "scheduled":
+            return True
+        return settled(WarehouseHook().warehouse, report_week(context)[0])
+
+    @task(trigger_rule="none_failed")  # a sensor that timed out (skipped) still lets the report go
     def gather() -> dict:
         """The week's numbers from the warehouse (JSON, small enough for XCom)."""
         from sleeve_airflow.hooks import WarehouseHook
@@ -90,4 +107,4 @@ with DAG(
         row = NotifierHook().send_report(WarehouseHook().warehouse, render(report, load), report)
         return {k: str(v) for k, v in row.items() if k != "summary"}
 
-    deliver(gather())
+    retraining_settled() >> deliver(gather())

@@ -6,11 +6,13 @@
 - **Interval**: Mondays 03:00 UTC, the week that just ended; backfills address whole weeks. The
   Params `interval_start`/`interval_end` override it for a manual run.
 - **snapshot**: generated images reviewed in the interval whose ratings pass the filter
-  (`min_rating`, `min_reviews`) plus captioned covers; deduplicated; an immutable manifest in
-  the store. Too few images: the run is recorded `skipped` with the reason.
+  (`min_rating`, `min_reviews`) plus captioned covers; deduplicated; split by content hash into
+  train and held-out val (`val_fraction`); an immutable manifest in the store. Too few images:
+  the run is recorded `skipped` with the reason.
 - **train / evaluate**: `training.train_job` / `training.evaluate` through the GPU launcher
   (`SLEEVE_GPU_EXECUTOR`: local subprocess, Celery queue `gpu`, or a Kubernetes GPU pod).
   Warm start from the production LoRA when `warm_start` is on and the base model matches.
+  Training sees only the train split; the gate's validation loss uses only the held-out split.
 - **conclude**: the gate's rules decide promote/keep; the version is registered in
   `model_versions` and promoted atomically (or rejected); `training_runs` gets the status,
   metrics, decision, reasons and GPU seconds. `python -m training.registry rollback` undoes a
@@ -55,6 +57,8 @@ def _interval(context) -> tuple:
         "min_rating": Param(4.0, type="number", minimum=1, maximum=5, description="Mean rating an image needs."),
         "min_reviews": Param(1, type="integer", minimum=1, description="Reviews an image needs."),
         "min_examples": Param(4, type="integer", minimum=1, description="Fewer usable images: skip training."),
+        "val_fraction": Param(0.15, type="number", minimum=0, maximum=0.5,
+                              description="Share of the snapshot held out for the gate's validation loss."),
         "steps": Param(12, type="integer", minimum=1, description="Training steps."),
         "rank": Param(4, type="integer", minimum=1, description="LoRA rank."),
         "resolution": Param(64, type="integer", minimum=8, description="Training resolution (1024 for real SDXL)."),

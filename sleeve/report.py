@@ -255,3 +255,11 @@ def build_report(warehouse: Warehouse, week_start: datetime, week_end: datetime,
         "health": health(warehouse, stage_rows, retrain["runs"], week_start, week_end),
     }
 
+
+
+def retraining_settled(warehouse: Warehouse, week_start: datetime) -> bool:
+    """Whether the week's style training run has ended (trained, skipped or failed), so a report
+    of that week can show the gate's decision."""
+    rows = warehouse.query(
+        "SELECT status FROM training_runs WHERE kind = 'style' AND interval_start = @start", {"start": week_start})
+    return any(r["status"] in ("trained", "skipped", "failed") for r in rows)

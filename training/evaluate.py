@@ -4,11 +4,14 @@
 
 Config: ``base_model``, ``challenger_uri`` (adapter folder URI), ``champion_uri`` (adapter URI
 or null: the base model is the champion), ``resolution``, ``steps`` (inference steps),
-``val_items`` (snapshot images used for validation loss), ``clip_model`` (optional; needs
-torchmetrics). Both models render the same prompts with the same seeds. Metrics per model:
-``val_loss`` (diffusion loss at fixed noise levels and fixed noise on snapshot images),
-image statistics (brightness, contrast, saturation, distance of colour statistics to the
-snapshot's images, blank images) and, when configured, ``clip_score``. Writes
+``val_items`` (at most this many held-out images for validation loss, default 8),
+``clip_model`` (optional; needs torchmetrics). Both models render the same prompts with the
+same seeds. Metrics per model: ``val_loss`` (diffusion loss at fixed noise levels and fixed
+noise on the snapshot's held-out ``val`` split only -- images the challenger was not trained
+on), image statistics (brightness, contrast, saturation, distance of colour statistics to the
+held-out images, blank images) and, when configured, ``clip_score``. The result says which
+split the loss used (``val_split``) and on how many images (``val_images``); with no held-out
+images ``val_loss`` is NaN, a note says so and the gate keeps the champion. Writes
 ``contact_sheet.png`` (rows: prompts; columns: champion, challenger) and ``metrics.json``.
 """
 
@@ -18,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from sleeve.jobs import download_output, output_location, run_job
+from training.snapshot import VAL, split_items
 
 EVAL_SET = {
     "version": "eval-v1",
@@ -84,6 +88,15 @@ def clip_scores(images, prompts, clip_model: str | None) -> tuple[float | None, 
     return float(metric(tensors, prompts)), None
 
 
+def held_out_note(held_out: int, used: int) -> str:
+    """What the validation loss was measured on, for the run record and the report."""
+    if used:
+        return f"val_loss on {used} held-out image(s) of {held_out} in the snapshot's val split, not trained on"
+    if held_out:
+        return f"val_loss not measured: none of the {held_out} held-out image(s) could be read"
+    return "val_loss not measured: the snapshot has no held-out (val) images"
+
+
 def main(manifest: dict, config: dict, output_uri: str) -> dict:
     import torch
     from diffusers import DDPMScheduler, DiffusionPipeline
@@ -106,13 +119,15 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
     encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if sdxl else [])
     parts = Components(config["base_model"], pipe.unet, pipe.vae, DDPMScheduler.from_config(pipe.scheduler.config),
                        tokenizers, encoders, sdxl, device, dtype)
-    val_examples = [Example.from_manifest(i) for i in manifest.get("items", [])[: int(config.get("val_items", 8))]]
+    held_out = split_items(manifest, VAL)
+    val_examples = [Example.from_manifest(i) for i in held_out[: int(config.get("val_items", 8))]]
     data = PreparedData(parts, val_examples, resolution, config.get("cache_dir"), cache_text=False)
     reference = image_stats([_load(e.uri, resolution) for e in data.examples]) if data.examples else None
+    notes = [held_out_note(len(held_out), len(data.examples))]
 
     eval_set = config.get("eval_set") or EVAL_SET
     prompts = [i["prompt"] for i in eval_set["items"]]
-    metrics, columns, notes = {}, {}, []
+    metrics, columns = {}, {}
     for name, uri in models.items():
         if uri:
             pipe.enable_lora()
@@ -137,7 +152,7 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
     store.put_file(prefix + "contact_sheet.png", sheet, content_type="image/png")
     result = {"eval_set_version": eval_set["version"], "champion_is_base": not models["champion"],
               "metrics": metrics, "notes": notes, "contact_sheet_uri": store.uri(prefix + "contact_sheet.png"),
-              "val_images": len(data.examples)}
+              "val_split": VAL, "val_images": len(data.examples)}
     from sleeve.store import write_json
 
     write_json(store, prefix + "metrics.json", result)

@@ -4,6 +4,11 @@
 
 Every rule that fails adds a reason; the challenger is promoted only when none fails. With no
 champion adapter (first model, base as champion) the same rules compare against the base.
+
+The validation-loss rule only counts when the evaluation measured it on held-out images
+(``val_split == "val"`` and ``val_images > 0``): a loss on the images the challenger was trained
+on favours it. Without held-out images the challenger is kept, with that reason; a gate with
+``require_held_out=False`` instead skips the rule (and says so) and lets the other rules decide.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ class GateRules:
     max_blank_images: int = 0
     max_stat_distance_increase: float = 0.10  # absolute, colour statistics vs the snapshot
     min_clip_score_delta: float = -0.5  # only when both have clip_score
+    require_held_out: bool = True  # no held-out val loss -> keep (False: skip the val-loss rule)
 
     @classmethod
     def from_dict(cls, values: dict) -> GateRules:
@@ -37,7 +43,15 @@ def decide(eval_result: dict, rules: GateRules | None = None) -> dict:
         (passed if ok else failed).append(good if ok else bad)
 
     cv, pv = chall["val_loss"], champ["val_loss"]
-    if not math.isfinite(cv):
+    held_out = eval_result.get("val_split") == "val" and int(eval_result.get("val_images") or 0) > 0
+    if not held_out:
+        why = (f"no held-out validation images (val_split={eval_result.get('val_split')!r}, "
+               f"val_images={eval_result.get('val_images')!r}): val_loss cannot show the challenger generalises")
+        if rules.require_held_out:
+            failed.append(why)
+        else:
+            passed.append(f"val_loss rule skipped: {why}")
+    elif not math.isfinite(cv):
         failed.append(f"challenger val_loss is {cv}")
     else:
         limit = pv * (1 + rules.max_val_loss_increase) if math.isfinite(pv) else math.inf

@@ -9,9 +9,17 @@ Selects, for the data interval ``[start, end)``:
 
 Images are read and checked: exact duplicates (sha256 of the bytes) and near-duplicates
 (perceptual hash within ``phash_distance`` bits) are dropped, unreadable ones are dropped with
-the reason. The manifest is written once at ``training/snapshots/<content hash>.json`` (the
-same selection always gives the same URI) and carries counts. Fewer than ``min_examples``
-usable images means ``skip_reason`` is set: the DAG skips training, it does not crash.
+the reason. The kept items are split into ``train`` and held-out ``val`` by a hash of each
+image's bytes (``val_fraction``, default 15 %): the same image always lands on the same side,
+week after week, so the champion never trained on this week's held-out images either (unless
+the at-least-one rule below moved one). With at least ``min_examples`` (and two) items, at
+least one is held out and at least one is trained on. Every item carries its ``split``; the manifest's
+``split`` block and ``counts`` record the sizes. The trainer reads only ``train`` items, the
+evaluation's validation loss only ``val`` items (see :func:`split_items`).
+
+The manifest is written once at ``training/snapshots/<content hash>.json`` (the same selection
+always gives the same URI) and carries counts. Fewer than ``min_examples`` usable images means
+``skip_reason`` is set: the DAG skips training, it does not crash.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from sleeve.warehouse import Warehouse
 from training.dataset import decode_image, read_image_bytes
 
 SNAPSHOT_PREFIX = "training/snapshots"
+TRAIN, VAL = "train", "val"
+SPLIT_METHOD = "sha256-threshold-v1"
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,12 @@ class SnapshotConfig:
     min_examples: int = 4
     phash_distance: int = 4  # Hamming distance (of 64 bits) at or below which images are near-duplicates
     min_side: int = 32  # smaller images are dropped as too small
+    val_fraction: float = 0.15  # share of kept images held out for the gate's validation loss
+
+    def __post_init__(self):
+        if not 0 <= self.val_fraction <= 0.5:
+            raise ValueError(f"val_fraction must be between 0 and 0.5 (got {self.val_fraction}); "
+                             "use e.g. 0.15 to hold out 15 % of the snapshot for validation")
 
     @classmethod
     def from_dict(cls, values: dict) -> SnapshotConfig:
@@ -102,6 +118,32 @@ def _pick_caption(captions_json: str | None, positive: str | None, seed: str) ->
     return variants[int(sha256_bytes((seed or "").encode())[:8], 16) % len(variants)]
 
 
+def _split_score(sha256: str) -> float:
+    """Where an image falls in [0, 1): a pure function of its content hash."""
+    return int(sha256_bytes(f"{SPLIT_METHOD}:{sha256}".encode())[:15], 16) / 16**15
+
+
+def assign_splits(items: list[dict], config: SnapshotConfig) -> list[dict]:
+    """Each item with ``split`` = train | val; items stay in their order."""
+    scores = [_split_score(i["sha256"]) for i in items]
+    val = {n for n, score in enumerate(scores) if score < config.val_fraction}
+    by_score = sorted(range(len(items)), key=lambda n: (scores[n], items[n]["sha256"]))
+    if config.val_fraction > 0 and len(items) >= config.min_examples:
+        if not val:  # too few items for the fraction to catch one: hold out the lowest score
+            val = {by_score[0]}
+        if len(val) == len(items):  # never hold out everything
+            val.discard(by_score[-1])
+    return [{**item, "split": VAL if n in val else TRAIN} for n, item in enumerate(items)]
+
+
+def split_items(manifest: dict, split: str) -> list[dict]:
+    """The manifest's items of one split. Manifests written before the split hold no ``val``
+    items: all their items count as ``train``."""
+    if split not in (TRAIN, VAL):
+        raise ValueError(f"unknown split {split!r}; expected {TRAIN!r} or {VAL!r}")
+    return [i for i in manifest.get("items", []) if i.get("split", TRAIN) == split]
+
+
 def build_snapshot(warehouse: Warehouse, store: ObjectStore, start: datetime, end: datetime,
                    config: SnapshotConfig | None = None) -> dict:
     """Select, read, dedupe and write the manifest; returns ``{"uri", "counts", "skip_reason", ...}``."""
@@ -132,10 +174,13 @@ def build_snapshot(warehouse: Warehouse, store: ObjectStore, start: datetime, en
         hashes.add(digest)
         phashes.append(phash)
         items.append({**row, "sha256": digest, "phash": str(phash)})
+    items = assign_splits(items, config)
+    split = {"method": SPLIT_METHOD, "val_fraction": config.val_fraction,
+             TRAIN: sum(i["split"] == TRAIN for i in items), VAL: sum(i["split"] == VAL for i in items)}
     counts = {
         "candidates": len(candidates), "examples": len(items),
         "generated": sum(i["source"] == "generated" for i in items), "covers": sum(i["source"] == "cover" for i in items),
-        "dropped": len(dropped),
+        "train": split[TRAIN], "val": split[VAL], "dropped": len(dropped),
         "duplicates": sum("duplicate" in d["reason"] for d in dropped),
         "unreadable": sum(d["reason"].startswith("unreadable") for d in dropped),
     }
@@ -144,8 +189,9 @@ def build_snapshot(warehouse: Warehouse, store: ObjectStore, start: datetime, en
         skip_reason = (f"snapshot has {len(items)} usable image(s), fewer than min_examples={config.min_examples} "
                        f"({counts['candidates']} candidates, {counts['dropped']} dropped)")
     manifest = {"kind": "style-snapshot", "interval": [start.isoformat(), end.isoformat()], "filter": asdict(config),
-                "items": items, "dropped": dropped, "counts": counts, "skip_reason": skip_reason}
+                "split": split, "items": items, "dropped": dropped, "counts": counts, "skip_reason": skip_reason}
     digest = content_hash(manifest)
     key = f"{SNAPSHOT_PREFIX}/{digest}.json"
     write_json(store, key, {**manifest, "sha256": digest}, create_only=True)
-    return {"uri": store.uri(key), "sha256": digest, "counts": counts, "skip_reason": skip_reason, "dropped": dropped}
+    return {"uri": store.uri(key), "sha256": digest, "counts": counts, "split": split, "skip_reason": skip_reason,
+            "dropped": dropped}

@@ -7,8 +7,10 @@ Config: ``train`` (a :class:`training.trainer.TrainConfig` dict; ``base_model`` 
 ``version`` (registry version name for the card), ``rating_weighted`` (bool, default false),
 ``work_dir`` (local folder for resumable checkpoints; a retried task that passes the same one
 resumes), ``cache_dir`` (latent/text caches shared across weeks), ``kind`` (style|dreambooth).
-Output: the adapter folder (weights, kohya copy, card, config) under ``--output`` and a result
-manifest with ``adapter_uri``, losses, cache statistics and ``gpu_seconds``.
+Only the snapshot's ``train`` split is trained on; its held-out ``val`` items are left for the
+evaluation gate. Output: the adapter folder (weights, kohya copy, card, config) under
+``--output`` and a result manifest with ``adapter_uri``, losses, cache statistics, the number of
+train / held-out examples and ``gpu_seconds``.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from pathlib import Path
 
 from sleeve.jobs import is_main_process, run_job, upload_output
 from training.dataset import Example
+from training.snapshot import TRAIN, VAL, split_items
 from training.trainer import TrainConfig, train_lora, write_model_card
 
 
 def examples_from_manifest(manifest: dict, rating_weighted: bool = False) -> list[Example]:
-    """Examples of a snapshot; with ``rating_weighted`` a generated image's loss weight is its
-    mean rating over the mean rating of the generated images (mean weight 1; covers weigh 1)."""
-    items = manifest.get("items", [])
+    """The snapshot's ``train`` split as examples (held-out items never reach the trainer); with
+    ``rating_weighted`` a generated image's loss weight is its mean rating over the mean rating
+    of the generated train images (mean weight 1; covers weigh 1)."""
+    items = split_items(manifest, TRAIN)
     ratings = [i["rating"] for i in items if i.get("rating") is not None]
     mean = sum(ratings) / len(ratings) if ratings else 1.0
     out = []
@@ -52,7 +56,7 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
         "adapter_uri": output_uri.rstrip("/"), "steps": result.steps, "resumed_from": result.resumed_from,
         "final_loss": result.final_loss, "losses": result.losses, "cache": result.cache, "rank": result.rank,
         "alpha": result.alpha, "mixed_precision": result.mixed_precision, "train_seconds": result.seconds,
-        "examples": len(examples),
+        "examples": len(examples), "held_out": len(split_items(manifest, VAL)),
     }
 
 

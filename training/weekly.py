@@ -67,6 +67,8 @@ def conclude(warehouse: Warehouse, *, run_id: str, start: datetime, end: datetim
     metrics = {"challenger": eval_result["metrics"]["challenger"], "champion": eval_result["metrics"]["champion"],
                "final_loss": train_result.get("final_loss"), "steps": train_result.get("steps"),
                "eval_set_version": eval_result.get("eval_set_version"), "notes": eval_result.get("notes", []),
+               "val_split": eval_result.get("val_split"), "val_images": eval_result.get("val_images"),
+               "train_examples": train_result.get("examples"),
                "contact_sheet_uri": eval_result.get("contact_sheet_uri")}
     registry.register(warehouse, version=version, kind="style", base_model=base_model,
                       adapter_uri=train_result["adapter_uri"], manifest_uri=manifest_uri, metrics=metrics,

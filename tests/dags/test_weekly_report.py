@@ -38,7 +38,10 @@ def run_week(dagbag, interval_start, **conf):
 
 def test_dag_shape(dagbag):
     dag = dagbag.get_dag("weekly_report")
-    assert [t.task_id for t in dag.topological_sort()] == ["gather", "deliver"]
+    assert [t.task_id for t in dag.topological_sort()] == ["retraining_settled", "gather", "deliver"]
+    sensor = dag.get_task("retraining_settled")
+    assert sensor.mode == "reschedule" and sensor.soft_fail
+    assert dag.get_task("gather").trigger_rule == "none_failed"  # a timed-out wait still reports
     assert "week_start" in dag.params and dag.max_active_runs == 1
 
 

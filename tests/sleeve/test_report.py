@@ -86,3 +86,17 @@ def test_bad_window_is_named(report_env):
     warehouse = report_env.warehouse
     with pytest.raises(ValueError, match="week_end"):
         build_report(warehouse, WEEK_END, WEEK)
+
+
+def test_retraining_settled_waits_for_the_weeks_run_to_end(report_env):
+    from sleeve.report import retraining_settled
+
+    warehouse = report_env.warehouse
+    warehouse.execute("DELETE FROM training_runs")
+    assert not retraining_settled(warehouse, WEEK)
+    row = {"run_id": "r1", "kind": "style", "interval_start": WEEK, "interval_end": WEEK_END, "status": "running"}
+    warehouse.upsert("training_runs", [row])
+    assert not retraining_settled(warehouse, WEEK)
+    warehouse.upsert("training_runs", [{**row, "status": "skipped"}])
+    assert retraining_settled(warehouse, WEEK)
+    assert not retraining_settled(warehouse, WEEK + timedelta(days=7))
