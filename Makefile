@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# `airflow standalone` starts its components as `airflow ...` subprocesses: find ours first.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 export SLEEVE_HOME ?= $(CURDIR)/.sleeve
 # Airflow runs against this checkout with its metadata DB under SLEEVE_HOME.
 export AIRFLOW_HOME ?= $(SLEEVE_HOME)/airflow
@@ -10,6 +12,9 @@ export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
+export DIFFUSERS_VERBOSITY ?= error
+export TRANSFORMERS_VERBOSITY ?= error
 
 .PHONY: setup demo demo-ui airflow rollback test lint bench clean
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 
-from bs4 import BeautifulSoup, Comment, NavigableString, Tag
+from lxml import etree
 
 MAX_TITLE = 500
 MAX_LYRICS = 20_000
@@ -21,6 +22,10 @@ NO_LYRICS = ("가사 준비중", "가사 준비 중", "등록된 가사가 없�
              "lyrics not available", "lyrics are not available")
 _ID_CALL = re.compile(r"\(\s*'?(\d+)'?")
 _RESIZE = re.compile(r"(\.(?:jpe?g|png|webp|gif))(?:/melon/.*|\?.*)$", re.I)
+_WS = re.compile(r"\s+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_DATE = re.compile(r"^\s*(\d{4})(?:[.\-/](\d{1,2}))?(?:[.\-/](\d{1,2}))?\s*$")
+_HTML_END = re.compile("</html>", re.I)
 
 
 class ParseError(ValueError):
@@ -84,13 +89,13 @@ class SongRecord:
 
 
 def _clean(text: str | None) -> str:
-    return re.sub(r"\s+", " ", text or "").strip()
+    return _WS.sub(" ", text or "").strip()
 
 
 def clean_lyrics(text: str) -> str:
     lines = [line.strip() for line in text.replace("\r\n", "\n").split("\n")]
     text = "\n".join(lines).strip()
-    text = re.sub(r"\n{3,}", "\n\n", text)
+    text = _BLANK_LINES.sub("\n\n", text)
     if not text or any(text.lower().startswith(p) for p in NO_LYRICS):
         return ""
     return text
@@ -98,7 +103,7 @@ def clean_lyrics(text: str) -> str:
 
 def parse_date(text: str | None) -> date | None:
     """'2023.05.01', '2023-05-01', '2023-05' and '2023' (first day of the period); else None."""
-    match = re.match(r"^\s*(\d{4})(?:[.\-/](\d{1,2}))?(?:[.\-/](\d{1,2}))?\s*$", text or "")
+    match = _DATE.match(text or "")
     if not match:
         return None
     year, month, day = (int(g) if g else 1 for g in match.groups())
@@ -115,8 +120,84 @@ def melon_cover_url(url: str | None) -> str | None:
     return _RESIZE.sub(r"\1", url.strip())
 
 
-def _soup(html: str) -> BeautifulSoup:
-    return BeautifulSoup(html, "lxml")
+def _class(name: str) -> str:
+    """XPath test for one class among an element's classes (what CSS ``.name`` means)."""
+    return f"contains(concat(' ', normalize-space(@class), ' '), ' {name} ')"
+
+
+def _xpath(expr: str) -> etree.XPath:
+    return etree.XPath(expr, smart_strings=False)
+
+
+# Compiled once. Scoped queries start with '.', so they look below the given element; like CSS,
+# an ancestor test (ancestor::span) may match above it.
+_CHART_ROWS = _xpath(f"//tr[{_class('lst50')} or {_class('lst100')}]")
+_RANK = _xpath(f".//span[{_class('rank')}]")
+_RANK_TITLE, _RANK_ARTIST, _RANK_ALBUM = (_xpath(f".//div[{_class('ellipsis')} and {_class(c)}]")
+                                          for c in ("rank01", "rank02", "rank03"))
+_CHECK_ELLIPSIS_LINKS = _xpath(f".//a[ancestor::span[{_class('checkEllipsis')}]]")
+_LINKS = _xpath(".//a")
+_SONG_NAME = _xpath(f"//div[{_class('song_name')}]")
+_NAME_LABELS = _xpath(f".//strong | .//span[{_class('none')}]")  # the hidden '곡명'/'앨범명' label
+_ARTIST_LINKS = _xpath(f"//div[{_class('artist')}]//a[{_class('artist_name')}]")
+_ARTIST_DIVS = _xpath(f"//div[{_class('artist')}]")
+_META_TERMS = _xpath(f"//dl[{_class('list')}]//dt")
+_NEXT_DD = _xpath("following-sibling::dd[1]")
+_THUMB = _xpath(f"//div[{_class('thumb')}]//img")
+_ALBUM_THUMB = _xpath(f"//a[{_class('image_typeAll')}]//img")
+_OG_IMAGE = _xpath("//meta[@property='og:image']")
+_LYRICS = _xpath("//div[@id='d_video_summary']")
+_LYRIC_PARTS = _xpath(".//text() | .//br")  # document order
+# Page text as a reader sees it: no comments, no script/style/template, no ruby annotations.
+_VISIBLE_TEXT = _xpath(".//text()[not(ancestor::*[self::script or self::style or self::template"
+                       " or self::rt or self::rp])]")
+_parsers = threading.local()
+
+
+def _page(html: str, what: str) -> etree._Element:
+    """Parsed page, or ParseError when it is truncated (a short page is not a complete one)."""
+    if "</html>" not in html and not _HTML_END.search(html):
+        raise ParseError("malformed_page", f"{what} is truncated (no closing </html>)")
+    parser = getattr(_parsers, "html", None)
+    if parser is None:  # lxml parsers are best not shared between the crawler's threads
+        parser = _parsers.html = etree.HTMLParser()
+    try:
+        root = etree.HTML(html, parser)
+    except ValueError:  # a str with an <?xml encoding=...?> declaration: let libxml2 read bytes
+        root = etree.HTML(html.encode("utf-8", "replace"), etree.HTMLParser(encoding="utf-8"))
+    return root if root is not None else etree.Element("html")
+
+
+def _first(query: etree.XPath, node: etree._Element) -> etree._Element | None:
+    found = query(node)
+    return found[0] if found else None
+
+
+def _text(node: etree._Element) -> str:
+    return "".join(_VISIBLE_TEXT(node))
+
+
+def _drop(node: etree._Element) -> None:
+    """Remove an element but keep the text that follows it (lxml stores that on the element)."""
+    parent = node.getparent()
+    if parent is None:
+        return
+    if node.tail:
+        previous = node.getprevious()
+        if previous is not None:
+            previous.tail = (previous.tail or "") + node.tail
+        else:
+            parent.text = (parent.text or "") + node.tail
+    parent.remove(node)
+
+
+def _title_node(root: etree._Element) -> etree._Element | None:
+    """The first ``div.song_name`` without its hidden label."""
+    name = _first(_SONG_NAME, root)
+    if name is not None:
+        for label in _NAME_LABELS(name):
+            _drop(label)
+    return name
 
 
 def _js_id(href: str | None) -> str | None:
@@ -124,109 +205,102 @@ def _js_id(href: str | None) -> str | None:
     return match.group(1) if match else None
 
 
+def _link_id(node: etree._Element | None) -> str | None:
+    """The id in the first link's ``javascript:...goAlbumDetail('id')`` href."""
+    link = _first(_LINKS, node) if node is not None else None
+    return _js_id(link.get("href")) if link is not None else None
+
+
 def parse_melon_chart(html: str) -> list[ChartEntry]:
     """Rows of a Melon chart page. A page without its closing tag is truncated, not short."""
-    if "</html>" not in html.lower():
-        raise ParseError("malformed_page", "chart page is truncated (no closing </html>)")
-    rows = _soup(html).select("tr.lst50, tr.lst100")
+    rows = _CHART_ROWS(_page(html, "chart page"))
     if not rows:
         raise ParseError("malformed_page", "chart page has no tr.lst50/tr.lst100 rows")
     entries = []
     for position, row in enumerate(rows, start=1):
-        rank_text = _clean(row.select_one("span.rank").get_text()) if row.select_one("span.rank") else ""
-        title = row.select_one("div.ellipsis.rank01")
-        artist = row.select_one("div.ellipsis.rank02")
-        album = row.select_one("div.ellipsis.rank03")
-        album_link = album.select_one("a") if album else None
-        artist_links = artist.select("span.checkEllipsis a") or artist.select("a") if artist else []
+        rank = _first(_RANK, row)
+        rank_text = _clean(_text(rank)) if rank is not None else ""
+        title, artist, album = _first(_RANK_TITLE, row), _first(_RANK_ARTIST, row), _first(_RANK_ALBUM, row)
+        artist_links = (_CHECK_ELLIPSIS_LINKS(artist) or _LINKS(artist)) if artist is not None else []
         entries.append(ChartEntry(
             rank=int(rank_text) if rank_text.isdigit() else position,
             song_id=(row.get("data-song-no") or "").strip(),
-            title=_clean(title.get_text()) if title else "",
-            artist=", ".join(dict.fromkeys(_clean(a.get_text()) for a in artist_links)) if artist else "",
-            album=_clean(album.get_text()) if album else "",
-            album_id=_js_id(album_link.get("href")) if album_link else None,
+            title=_clean(_text(title)) if title is not None else "",
+            artist=", ".join(dict.fromkeys(_clean(_text(a)) for a in artist_links)),
+            album=_clean(_text(album)) if album is not None else "",
+            album_id=_link_id(album),
         ))
     return entries
 
 
-def _dl_pairs(soup: BeautifulSoup) -> dict[str, object]:
+def _dl_pairs(root: etree._Element) -> dict[str, etree._Element]:
     """Melon's ``dl.list``: each ``dt`` label (앨범, 발매일, 장르, …) paired with its ``dd``."""
     pairs = {}
-    for dl in soup.select("dl.list"):
-        for dt in dl.find_all("dt"):
-            dd = dt.find_next_sibling("dd")
-            if dd is not None:
-                pairs.setdefault(_clean(dt.get_text()), dd)
+    for dt in _META_TERMS(root):
+        dd = _first(_NEXT_DD, dt)
+        if dd is not None:
+            pairs.setdefault(_clean(_text(dt)), dd)
     return pairs
 
 
-def _og_image(soup: BeautifulSoup) -> str | None:
-    meta = soup.select_one('meta[property="og:image"]')
-    return meta.get("content") if meta else None
+def _meta_text(meta: dict[str, etree._Element], label: str) -> str | None:
+    return _text(meta[label]) if label in meta else None
 
 
-def _lyrics_text(node) -> str:
+def _og_image(root: etree._Element) -> str | None:
+    meta = _first(_OG_IMAGE, root)
+    return meta.get("content") if meta is not None else None
+
+
+def _thumb_src(root: etree._Element) -> str | None:
+    thumb = _first(_THUMB, root)
+    if thumb is None:
+        thumb = _first(_ALBUM_THUMB, root)
+    return thumb.get("src") if thumb is not None else None
+
+
+def _lyrics_text(node: etree._Element | None) -> str:
     """Text with ``<br>`` as the only line break: source newlines are HTML whitespace."""
     if node is None:
         return ""
-    parts = []
-    for child in node.descendants:
-        if isinstance(child, Tag) and child.name == "br":
-            parts.append("\n")
-        elif isinstance(child, NavigableString) and not isinstance(child, Comment):
-            parts.append(re.sub(r"\s+", " ", str(child)))
-    return "".join(parts)
+    return "".join(_WS.sub(" ", part) if isinstance(part, str) else "\n" for part in _LYRIC_PARTS(node))
 
 
 def parse_melon_song(html: str, song_id: str, source_url: str | None = None, source: str = "melon") -> SongRecord:
     """A Melon song page (song/detail.htm?songId=) -> validated SongRecord."""
-    if "</html>" not in html.lower():
-        raise ParseError("malformed_page", f"song page {song_id} is truncated (no closing </html>)")
-    soup = _soup(html)
-    name = soup.select_one("div.song_name")
+    root = _page(html, f"song page {song_id}")
+    name = _title_node(root)
     if name is None:
         raise ParseError("missing_field", f"song page {song_id} has no div.song_name (title)")
-    for label in name.select("strong, span.none"):  # the hidden '곡명' label
-        label.decompose()
-    artist_nodes = soup.select("div.artist a.artist_name") or soup.select("div.artist")
-    artist = ", ".join(dict.fromkeys(_clean(a.get_text()) for a in artist_nodes))
-    meta = _dl_pairs(soup)
+    artist_nodes = _ARTIST_LINKS(root) or _ARTIST_DIVS(root)
+    meta = _dl_pairs(root)
     album_dd = meta.get("앨범")
-    album_link = album_dd.select_one("a") if album_dd is not None else None
-    thumb = soup.select_one("div.thumb img") or soup.select_one("a.image_typeAll img")
     return SongRecord(
         source=source,
         source_id=str(song_id),
-        title=name.get_text(),
-        artist=artist,
-        album=album_dd.get_text() if album_dd is not None else None,
-        album_id=_js_id(album_link.get("href")) if album_link else None,
-        release_date=parse_date(meta["발매일"].get_text()) if "발매일" in meta else None,
-        genre=meta["장르"].get_text() if "장르" in meta else None,
-        lyrics=_lyrics_text(soup.select_one("div#d_video_summary")),
+        title=_text(name),
+        artist=", ".join(dict.fromkeys(_clean(_text(a)) for a in artist_nodes)),
+        album=_meta_text(meta, "앨범"),
+        album_id=_link_id(album_dd),
+        release_date=parse_date(_meta_text(meta, "발매일")),
+        genre=_meta_text(meta, "장르"),
+        lyrics=_lyrics_text(_first(_LYRICS, root)),
         source_url=source_url,
-        cover_url=melon_cover_url(_og_image(soup) or (thumb.get("src") if thumb else None)),
+        cover_url=melon_cover_url(_og_image(root) or _thumb_src(root)),
     ).validated()
 
 
 def parse_melon_album(html: str, album_id: str) -> dict:
     """A Melon album page -> {album_id, title, release_date, genre, cover_url}."""
-    if "</html>" not in html.lower():
-        raise ParseError("malformed_page", f"album page {album_id} is truncated (no closing </html>)")
-    soup = _soup(html)
-    meta = _dl_pairs(soup)
-    thumb = soup.select_one("div.thumb img") or soup.select_one("a.image_typeAll img")
-    name = soup.select_one("div.song_name")
-    if name is not None:
-        for label in name.select("strong, span.none"):
-            label.decompose()
+    root = _page(html, f"album page {album_id}")
+    meta, thumb = _dl_pairs(root), _thumb_src(root)
+    name = _title_node(root)
     return {
         "album_id": str(album_id),
-        "title": _clean(name.get_text()) if name else None,
-        "release_date": parse_date(meta["발매일"].get_text()) if "발매일" in meta else None,
-        "genre": _clean(meta["장르"].get_text()) if "장르" in meta else None,
-        "cover_url": melon_cover_url((thumb.get("src") if thumb else None) or _og_image(soup)),
+        "title": _clean(_text(name)) if name is not None else None,
+        "release_date": parse_date(_meta_text(meta, "발매일")),
+        "genre": _clean(_meta_text(meta, "장르")) if "장르" in meta else None,
+        "cover_url": melon_cover_url(thumb or _og_image(root)),
     }
 
 

@@ -21,6 +21,7 @@ PARTS = [
     "crawlers.bench",
     "inference.bench",
     "training.bench",
+    "sleeve.bench_demo",
 ]
 
 

@@ -18,6 +18,7 @@ def _state(warehouse):
 
 
 def test_weekly_retrain_trains_gates_registers_once(dagbag, warehouse, store):
+    from sleeve.store import open_uri, read_json
     from training.registry import production_version
 
     seed_world(warehouse, store)
@@ -30,6 +31,12 @@ def test_weekly_retrain_trains_gates_registers_once(dagbag, warehouse, store):
     assert run["gpu_seconds"] > 0
     metrics = json.loads(run["metrics"])
     assert {"val_loss", "brightness"} <= set(metrics["challenger"]) and metrics["steps"] == 4
+    # the gate's val loss is on held-out images the challenger never trained on
+    manifest = read_json(*open_uri(run["manifest_uri"]))
+    split = manifest["split"]
+    assert metrics["val_split"] == "val" and metrics["val_images"] == split["val"] >= 1
+    assert metrics["train_examples"] == split["train"] == manifest["counts"]["examples"] - split["val"]
+    assert any("held-out" in n for n in metrics["notes"])
     version = warehouse.query("SELECT * FROM model_versions WHERE version = @v", {"v": run["model_version"]})[0]
     assert version["training_run_id"] == run["run_id"]
     prod = production_version(warehouse)
