@@ -113,3 +113,44 @@ def test_parse_date_forms():
     assert parse_date("2023.05.01") == date(2023, 5, 1)
     assert parse_date("2023-05") == date(2023, 5, 1)
     assert parse_date("soon") is None and parse_date("2023.13.01") is None
+
+
+def test_text_skips_comments_and_scripts_and_keeps_what_follows_the_label():
+    page = SONG_PAGE.replace('<strong class="none">곡명</strong>\n  밤편지 ',
+                             '<strong class="none">곡명</strong>밤<!-- x -->편<script>var t = 1;</script>지')
+    assert parse_melon_song(page, "1").title == "밤편지"
+
+
+def test_page_with_xml_declaration_parses():
+    page = SONG_PAGE.replace("<!DOCTYPE html>", '<?xml version="1.0" encoding="utf-8"?>')
+    assert parse_melon_song(page, "1").title == "밤편지"
+
+
+@pytest.mark.parametrize("html", ["</html>", "  </HTML>  "])
+def test_empty_documents_name_the_missing_part(html):
+    with pytest.raises(ParseError, match="no div.song_name") as err:
+        parse_melon_song(html, "5")
+    assert err.value.reason == "missing_field"
+    with pytest.raises(ParseError, match="no tr.lst50"):
+        parse_melon_chart(html)
+    assert parse_melon_album(html, "9") == {"album_id": "9", "title": None, "release_date": None,
+                                            "genre": None, "cover_url": None}
+
+
+def test_album_page_with_unclosed_label_still_reads_its_meta():
+    """The title's hidden label is left open, so the parser nests the rest of the page in it."""
+    album = build_catalogue(n_songs=4, seed=1, defects=False).albums[0]
+    page = melon_album_html(album, "https://cdn").replace("</strong>", "")
+    parsed = parse_melon_album(page, album.melon_id)
+    assert parsed["title"] == "" and parsed["genre"] == album.genre
+    assert parsed["release_date"] == album.release_date
+
+
+def test_parsing_in_threads_gives_the_same_records():
+    from concurrent.futures import ThreadPoolExecutor
+
+    cat = build_catalogue(n_songs=12, seed=3, defects=False)
+    pages = [(melon_song_html(s, "https://cdn"), s.melon_id) for s in cat.songs if s.album.shape == "melon"] * 8
+    expected = [parse_melon_song(html, sid) for html, sid in pages]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(lambda p: parse_melon_song(*p), pages)) == expected
