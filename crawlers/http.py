@@ -8,7 +8,6 @@ bounded concurrency across hosts (``map``), where each host still gets its own r
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import logging
@@ -24,6 +23,8 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+
+from sleeve.http import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -122,20 +123,6 @@ class DiskCache:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path.with_suffix(suffix))
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` is either delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 @dataclass

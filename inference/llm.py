@@ -19,12 +19,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from inference.labels import LABELS_SCHEMA, LabelError, LabelResult, OfflineLabeller, Song, validate_labels
+from sleeve.http import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +54,6 @@ class ChatAnswer:
     content: str
     prompt_tokens: int
     completion_tokens: int
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: a number, or an HTTP date (relative to that date's clock)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def wire_schema(schema: dict) -> dict:

@@ -1,11 +1,10 @@
 """The shared HTTP layer against the loopback sample site: retries, Retry-After, rate limit,
 conditional requests, User-Agent, byte cap."""
 
-import logging
 
 import pytest
 
-from crawlers.http import FetchError, HttpClient, TooLarge, retry_after_seconds
+from crawlers.http import FetchError, HttpClient, TooLarge
 from crawlers.sample_site import SampleSite
 
 
@@ -58,8 +57,3 @@ def test_body_cap(site):
         client.get(site.urls["melon"] + "/chart/index.htm")
 
 
-def test_retry_after_forms(caplog):
-    caplog.set_level(logging.WARNING)
-    assert retry_after_seconds("7") == 7.0
-    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: no wait
-    assert retry_after_seconds("soon") is None

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 
 import pytest
 
 from inference.labels import OfflineLabeller, Song, validate_labels
-from inference.llm import LABEL_PROMPT_VERSION, ChatClient, LLMError, LLMLabeller, retry_after_seconds
+from inference.llm import LABEL_PROMPT_VERSION, ChatClient, LLMError, LLMLabeller
 from tests.inference.conftest import SONGS
 from tests.inference.llm_server import FakeLLM
 
@@ -144,13 +142,6 @@ def test_concurrency_is_bounded():
         results = LLMLabeller(client).label_batch(songs)
     assert [r.song_id for r in results] == [s.song_id for s in songs]
     assert 2 <= server.max_in_flight <= 3
-
-
-def test_retry_after_parsing():
-    assert retry_after_seconds("3") == 3.0 and retry_after_seconds(None) is None
-    assert retry_after_seconds("soon") is None
-    later = datetime.now(UTC) + timedelta(seconds=30)
-    assert 20 < retry_after_seconds(format_datetime(later, usegmt=True)) <= 30
 
 
 def test_client_rejects_bad_configuration():
