@@ -411,7 +411,9 @@ def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, clas
     output_dir = Path(output_dir)
     work_dir = Path(work_dir) if work_dir else output_dir / "_work"
     precision = resolve_precision(config.mixed_precision)
-    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    # accumulate() only defers the optimizer step when Accelerator knows the accumulation count.
+    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available(),
+                              gradient_accumulation_steps=config.gradient_accumulation_steps)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
     parts = load_components(config.base_model, accelerator.device, dtype)
     if config.warm_start:
@@ -462,9 +464,11 @@ def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, clas
         if stop_after is not None and step - resumed_from >= stop_after:
             return TrainResult(str(output_dir), "", step, resumed_from, losses[-1] if losses else math.nan, losses,
                                time.perf_counter() - started, data.stats(), config.rank, config.lora_alpha, precision)
-        batches = [(data, sampler.batch(step), False)] + ([(prior, prior_sampler.batch(step), True)] if prior else [])
         total = None
-        for _ in range(config.gradient_accumulation_steps):
+        for micro in range(config.gradient_accumulation_steps):
+            draw = step * config.gradient_accumulation_steps + micro  # each micro-batch its own images
+            batches = [(data, sampler.batch(draw), False)] + \
+                ([(prior, prior_sampler.batch(draw), True)] if prior else [])
             with accelerator.accumulate(parts.unet):
                 loss = _batch_loss(parts, config, batches, generator, cache_text)
                 accelerator.backward(loss)

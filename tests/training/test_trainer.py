@@ -100,3 +100,17 @@ def test_bad_config_is_named():
         TrainConfig.from_dict({"base_model": "x", "lr": 1})
     with pytest.raises(ValueError, match="resolution"):
         TrainConfig.from_dict({"base_model": "x", "resolution": 63})
+
+
+def test_gradient_accumulation_defers_the_optimizer_step(tiny_model, sample_examples, tmp_path):
+    """With 2 micro-batches per step, the checkpoint after step 1 holds exactly one AdamW update."""
+    import torch
+
+    from training.trainer import list_checkpoints, train_lora
+
+    train_lora(_cfg(tiny_model, steps=2, batch_size=1, gradient_accumulation_steps=2, checkpoint_every=1),
+               sample_examples, tmp_path / "out", work_dir=tmp_path / "work")
+    first = list_checkpoints(tmp_path / "work")[0]
+    state = torch.load(first / "state.pt", weights_only=False)
+    steps = {int(s["step"]) for s in state["optimizer"]["state"].values()}
+    assert first.name == "step-0000001" and steps == {1}
