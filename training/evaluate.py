@@ -107,7 +107,7 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(resolve_precision("auto"), torch.float32)
     resolution, steps = int(config.get("resolution", 64)), int(config.get("steps", 4))
-    pipe = DiffusionPipeline.from_pretrained(config["base_model"], torch_dtype=dtype).to(device)
+    pipe = DiffusionPipeline.from_pretrained(config["base_model"], dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     work = Path(tempfile.mkdtemp(prefix="sleeve-eval-"))
     models = {"champion": config.get("champion_uri"), "challenger": config["challenger_uri"]}
