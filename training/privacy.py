@@ -6,7 +6,8 @@ What goes: everything under the user's store prefix ``users/<user_id>/`` (normal
 uploads, DreamBooth adapters and manifests, personalised covers); image objects of the user's
 generation requests that no other row still references; and the warehouse rows that point at
 them (images, their reviews, the user's generation requests, personalisation requests,
-dreambooth model versions and their training runs). What stays: one ``deletion_audit`` row
+dreambooth model versions and their training runs), the reviews the user wrote and the user's
+own row (masked and hashed email). What stays: one ``deletion_audit`` row
 saying what was removed (counts only, no content). Re-running is safe: it deletes what is left
 and audits again.
 """
@@ -71,12 +72,13 @@ def forget_user(warehouse: Warehouse, store: ObjectStore, user_id: str, *, reque
         objects += src.delete_prefix(key.rstrip("/") + "/") + (src.exists(key) and src.delete(key))
 
     deletes = {
-        "reviews": ("image_id IN UNNEST(@ids)", {"ids": image_ids}),
+        "reviews": ("image_id IN UNNEST(@ids) OR user_id = @user_id", {"ids": image_ids, **p}),
         "images": ("image_id IN UNNEST(@ids)", {"ids": image_ids}),
         "generation_requests": ("user_id = @user_id", p),
         "personalization_requests": ("user_id = @user_id", p),
         "training_runs": ("run_id IN UNNEST(@ids)", {"ids": run_ids}),
         "model_versions": ("version IN UNNEST(@ids)", {"ids": version_ids}),
+        "users": ("user_id = @user_id", p),
     }
     rows = {}
     for table, (where, params) in deletes.items():

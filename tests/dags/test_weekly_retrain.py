@@ -71,3 +71,10 @@ def test_failed_training_is_recorded(dagbag, warehouse, store):
     assert run.state == "failed"
     row = warehouse.query("SELECT * FROM training_runs")[0]
     assert row["status"] == "failed" and row["reason"].startswith("train failed: GpuJobError")
+    # The real on_failure_callback ran: one task_failures row and an alert through the notifier.
+    failures = warehouse.query("SELECT dag_id, task_id, error FROM task_failures")
+    assert failures == [{"dag_id": "weekly_retrain", "task_id": "train", "error": "GpuJobError"}]
+    from sleeve.settings import get_settings
+
+    alerts = [p.read_text() for p in get_settings().outbox_dir.rglob("*") if p.is_file()]
+    assert any("weekly_retrain" in a and "train" in a for a in alerts)

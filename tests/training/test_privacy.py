@@ -43,6 +43,11 @@ def test_forget_user_deletes_everything_of_that_user_only(warehouse, store):
     _seed(warehouse, store, "user-a", "aaaa", shared_uri=store.uri(other["image_key"]))
     style = {"version": "style-1", "kind": "style", "alias": "production", "created_at": NOW}
     warehouse.upsert("model_versions", [style])
+    warehouse.upsert("users", [{"user_id": u, "email_masked": f"{u[-1]}***@e***.com", "email_hash": f"h-{u}"}
+                               for u in ("user-a", "user-b")])
+    # user-a also reviewed user-b's image: the review is user-a's personal data, the image is not.
+    warehouse.upsert("reviews", [{"review_id": "rv-a-on-b", "image_id": "img-bbb", "user_id": "user-a", "rating": 2,
+                                  "created_at": NOW}])
 
     summary = forget_user(warehouse, store, "user-a", requested_by="test", now=NOW)
 
@@ -59,8 +64,9 @@ def test_forget_user_deletes_everything_of_that_user_only(warehouse, store):
     assert {r["image_id"] for r in warehouse.query("SELECT image_id FROM images")} == {"img-bbb"}
     assert {r["review_id"] for r in warehouse.query("SELECT review_id FROM reviews")} == {"rv-bbb"}
     assert warehouse.query("SELECT version FROM model_versions WHERE version = 'style-1'")
+    assert [r["user_id"] for r in warehouse.query("SELECT user_id FROM users")] == ["user-b"]
     assert summary["rows_deleted"] == {"generation_requests": 1, "images": 2, "model_versions": 1,
-                                       "personalization_requests": 1, "reviews": 1, "training_runs": 0}
+                                       "personalization_requests": 1, "reviews": 2, "training_runs": 0, "users": 1}
     # 3 photos + adapter under the prefix, image + thumb + record elsewhere
     assert summary["objects_deleted"] == 7
 
