@@ -233,19 +233,36 @@ def rating_chart_png(report: dict) -> bytes:
     return buf.getvalue()
 
 
+def _caption_font(size: int = 11):
+    """NanumGothic (SIL OFL, shipped in the koreanize-matplotlib wheel) so Korean song titles
+    render as Hangul instead of boxes; Pillow's default font if that package is missing.
+    The package is located, not imported: importing it would restyle matplotlib globally."""
+    from importlib.util import find_spec
+    from pathlib import Path
+
+    from PIL import ImageFont
+
+    spec = find_spec("koreanize_matplotlib")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "fonts" / "NanumGothic.ttf"
+        if path.exists():
+            return ImageFont.truetype(str(path), size)
+    return ImageFont.load_default(size=size)
+
+
 def covers_grid_png(covers: list[dict], load: Callable[[str], bytes], tile: int = 128, cols: int = 4) -> bytes | None:
     """A grid of the covers' thumbnails, each captioned with its song and rating. ``load``
     fetches image bytes by URI; an image that cannot be loaded becomes a grey tile."""
     if not covers:
         return None
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     caption_h = 34
     cols = min(cols, len(covers))
     rows = -(-len(covers) // cols)
     grid = Image.new("RGB", (cols * tile, rows * (tile + caption_h)), "white")
     draw = ImageDraw.Draw(grid)
-    font = ImageFont.load_default(size=11)
+    font = _caption_font()
     for i, cover in enumerate(covers):
         x, y = (i % cols) * tile, (i // cols) * (tile + caption_h)
         try:

@@ -101,3 +101,13 @@ def test_blocks_respect_slack_limits():
     assert len(fitted[0]["text"]["text"]) == 150
     assert all(len(b["text"]["text"]) <= MAX_SECTION_CHARS for b in fitted if b["type"] == "section")
     assert fitted[-1]["elements"][0]["text"] == "…32 more blocks left out"
+
+
+def test_captions_render_hangul_not_boxes():
+    """With the bundled NanumGothic, distinct Hangul syllables draw distinct glyphs (a font
+    without Hangul draws the same 'missing glyph' box for each)."""
+    from sleeve.report_render import _caption_font
+
+    font = _caption_font()
+    masks = {bytes(font.getmask(ch)) for ch in "밤편지"}
+    assert len(masks) == 3
