@@ -13,6 +13,7 @@
   (`SLEEVE_GPU_EXECUTOR`: local subprocess, Celery queue `gpu`, or a Kubernetes GPU pod).
   Warm start from the production LoRA when `warm_start` is on and the base model matches.
   Training sees only the train split; the gate's validation loss uses only the held-out split.
+  `clip_model` (a CLIP hub id or folder) adds a CLIP score per model; empty skips it.
 - **conclude**: the gate's rules decide promote/keep; the version is registered in
   `model_versions` and promoted atomically (or rejected); `training_runs` gets the status,
   metrics, decision, reasons and GPU seconds. `python -m training.registry rollback` undoes a
@@ -65,6 +66,8 @@ def _interval(context) -> tuple:
         "base_model": Param("", type="string", description="Base model path or hub id ('' = SLEEVE_BASE_MODEL)."),
         "warm_start": Param(True, type="boolean", description="Start from the production LoRA."),
         "rating_weighted": Param(False, type="boolean", description="Weight each image's loss by its rating."),
+        "clip_model": Param("", type="string",
+                            description="CLIP hub id or path for the eval CLIP score ('' = skip)."),
         "dry_run": Param(False, type="boolean", description="Build the snapshot only."),
     },
 )
@@ -142,7 +145,7 @@ def weekly_retrain():
         prod = production_version(WarehouseHook().warehouse)
         config = {"base_model": plan["base_model"], "challenger_uri": trained["adapter_uri"],
                   "champion_uri": prod["adapter_uri"] if prod and prod["base_model"] == plan["base_model"] else None,
-                  "resolution": context["params"]["resolution"],
+                  "resolution": context["params"]["resolution"], "clip_model": context["params"]["clip_model"],
                   "cache_dir": str(get_settings().home / "cache" / "training")}
         try:
             return run_gpu_job("training.evaluate", manifest_uri=plan["manifest_uri"], config=config,

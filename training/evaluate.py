@@ -5,11 +5,13 @@
 Config: ``base_model``, ``challenger_uri`` (adapter folder URI), ``champion_uri`` (adapter URI
 or null: the base model is the champion), ``resolution``, ``steps`` (inference steps),
 ``val_items`` (at most this many held-out images for validation loss, default 8),
-``clip_model`` (optional; needs torchmetrics). Both models render the same prompts with the
-same seeds. Metrics per model: ``val_loss`` (diffusion loss at fixed noise levels and fixed
-noise on the snapshot's held-out ``val`` split only -- images the challenger was not trained
-on), image statistics (brightness, contrast, saturation, distance of colour statistics to the
-held-out images, blank images) and, when configured, ``clip_score``. The result says which
+``clip_model`` (optional CLIP hub id or folder, e.g. ``openai/clip-vit-base-patch32``; unset:
+no CLIP score, a note says so). Both models render the same prompts with the same seeds.
+Metrics per model: ``val_loss`` (diffusion loss at fixed noise levels and fixed noise on the
+snapshot's held-out ``val`` split only -- images the challenger was not trained on), image
+statistics (brightness, contrast, saturation, distance of colour statistics to the held-out
+images, blank images) and, when configured, ``clip_score`` (mean over the eval prompts; the
+per-prompt scores are in the result's ``clip_scores``). The result says which
 split the loss used (``val_split``) and on how many images (``val_images``); with no held-out
 images ``val_loss`` is NaN, a note says so and the gate keeps the champion. Writes
 ``contact_sheet.png`` (rows: prompts; columns: champion, challenger) and ``metrics.json``.
@@ -73,19 +75,37 @@ def contact_sheet(columns: dict[str, list], labels: list[str], path: Path) -> Pa
     return path
 
 
-def clip_scores(images, prompts, clip_model: str | None) -> tuple[float | None, str | None]:
-    if not clip_model:
-        return None, "clip_score skipped: no clip_model configured"
+def load_clip(clip_model: str, device=None) -> tuple:
+    """CLIP model + processor from a hub id or a ``save_pretrained`` folder; fails naming it."""
+    from transformers import CLIPModel, CLIPProcessor
+
     try:
-        from torchmetrics.multimodal.clip_score import CLIPScore
-    except ImportError:
-        return None, "clip_score skipped: torchmetrics is not installed"
-    import numpy as np
+        model, processor = CLIPModel.from_pretrained(clip_model), CLIPProcessor.from_pretrained(clip_model)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"clip_model {clip_model!r} is not a loadable CLIP model (hub id or folder): {exc}") from exc
+    return model.eval().to(device or "cpu"), processor
+
+
+def clip_scores(images, prompts: list[str], clip: tuple) -> list[float]:
+    """CLIPScore per image/prompt pair: 100 * max(cos(image embedding, text embedding), 0).
+
+    The CLIPScore of Hessel et al. (2021) as torchmetrics documents it, computed with
+    transformers directly: torchmetrics 1.9's ``CLIPScore`` loads only a few known hub ids (no
+    local folders) and expects the tensors transformers 4's ``get_*_features`` returned
+    (transformers 5 returns model outputs)."""
     import torch
 
-    metric = CLIPScore(model_name_or_path=clip_model)
-    tensors = [torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1) for im in images]
-    return float(metric(tensors, prompts)), None
+    model, processor = clip
+    device = next(model.parameters()).device
+    max_tokens = model.config.text_config.max_position_embeddings
+    pixels = processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+    text = processor(text=prompts, return_tensors="pt", padding=True, truncation=True, max_length=max_tokens)
+    with torch.inference_mode():
+        image_emb = model.get_image_features(pixel_values=pixels.to(device, model.dtype)).pooler_output
+        text_emb = model.get_text_features(input_ids=text["input_ids"].to(device),
+                                           attention_mask=text["attention_mask"].to(device)).pooler_output
+    cos = torch.nn.functional.cosine_similarity(image_emb.float(), text_emb.float(), dim=-1)
+    return [float(x) for x in (100 * cos).clamp(min=0)]
 
 
 def held_out_note(held_out: int, used: int) -> str:
@@ -107,6 +127,8 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(resolve_precision("auto"), torch.float32)
     resolution, steps = int(config.get("resolution", 64)), int(config.get("steps", 4))
+    clip_model = config.get("clip_model") or None
+    clip = load_clip(clip_model, device) if clip_model else None  # before the slow part: a bad id fails fast
     pipe = DiffusionPipeline.from_pretrained(config["base_model"], dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     work = Path(tempfile.mkdtemp(prefix="sleeve-eval-"))
@@ -124,10 +146,12 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
     data = PreparedData(parts, val_examples, resolution, config.get("cache_dir"), cache_text=False)
     reference = image_stats([_load(e.uri, resolution) for e in data.examples]) if data.examples else None
     notes = [held_out_note(len(held_out), len(data.examples))]
+    if not clip:
+        notes.append("clip_score skipped: no clip_model configured")
 
     eval_set = config.get("eval_set") or EVAL_SET
     prompts = [i["prompt"] for i in eval_set["items"]]
-    metrics, columns = {}, {}
+    metrics, columns, per_prompt = {}, {}, {}
     for name, uri in models.items():
         if uri:
             pipe.enable_lora()
@@ -141,18 +165,16 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
         m = {"val_loss": validation_loss(parts, data), **{k: v for k, v in stats.items() if not isinstance(v, list)}}
         if reference:
             m["stat_distance"] = stat_distance(stats, reference)
-        score, note = clip_scores(images, prompts, config.get("clip_model"))
-        if score is not None:
-            m["clip_score"] = score
-        elif note not in notes:
-            notes.append(note)
+        if clip:
+            per_prompt[name] = clip_scores(images, prompts, clip)
+            m["clip_score"] = sum(per_prompt[name]) / len(per_prompt[name])
         metrics[name] = m
     sheet = contact_sheet(columns, prompts, work / "contact_sheet.png")
     store, prefix = output_location(output_uri)
     store.put_file(prefix + "contact_sheet.png", sheet, content_type="image/png")
     result = {"eval_set_version": eval_set["version"], "champion_is_base": not models["champion"],
               "metrics": metrics, "notes": notes, "contact_sheet_uri": store.uri(prefix + "contact_sheet.png"),
-              "val_split": VAL, "val_images": len(data.examples)}
+              "val_split": VAL, "val_images": len(data.examples), "clip_model": clip_model, "clip_scores": per_prompt}
     from sleeve.store import write_json
 
     write_json(store, prefix + "metrics.json", result)
