@@ -21,6 +21,7 @@ from crawlers.melon import Blocked, MelonClient
 from crawlers.musicbrainz import MusicBrainzClient, user_agent
 from crawlers.parsers import ParseError, SongRecord
 from sleeve.ids import content_hash, stable_id
+from sleeve.stages import record_stage
 
 log = logging.getLogger(__name__)
 
@@ -327,9 +328,7 @@ def run_crawl(request: CrawlRequest, *, settings, warehouse, store, interval: tu
     stage = f"crawl:{request.source}"
     crawler = Crawler(warehouse, store, run_id=run_id, stage=stage, interval=interval, since=request.since,
                       flush_every=flush_every)
-    stage_row = {"dag_id": DAG_ID, "stage": stage, "interval_start": interval[0], "interval_end": interval[1],
-                 "run_id": run_id, "started_at": started}
-    warehouse.upsert("stage_runs", [{**stage_row, "status": "running"}])
+    record_stage(warehouse, DAG_ID, stage, interval, run_id=run_id, started_at=started, status="running")
 
     def crawl_with(urls=None):
         http, clients = build_crawler_clients(request, settings, urls)
@@ -356,15 +355,9 @@ def run_crawl(request: CrawlRequest, *, settings, warehouse, store, interval: tu
     done = stats["new"] + stats["updated"] + stats["unchanged"]
     status = "failed" if failure or (stats["errors"] and not done) else "partial" if stats["errors"] else \
         "blocked" if stats["blocked"] and not done else "done"
-    warehouse.upsert("stage_runs", [{**stage_row, "status": status, "stats": _json(stats),
-                                     "finished_at": datetime.now(UTC)}])
+    record_stage(warehouse, DAG_ID, stage, interval, run_id=run_id, started_at=started, status=status, stats=stats,
+                 finished_at=datetime.now(UTC))
     log.info("crawl %s %s: %s (http: %s)", stage, status, stats, http_stats)
     if status == "failed":
         raise CrawlError(f"{stage} failed for interval {interval[0]}..{interval[1]}: {failure or stats}")
     return {**stats, "status": status, "run_id": run_id}
-
-
-def _json(obj) -> str:
-    import json
-
-    return json.dumps(obj, sort_keys=True)

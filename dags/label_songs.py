@@ -90,6 +90,8 @@ def label_songs():
         from sleeve_airflow.context import data_interval, stage_started_at
         from sleeve_airflow.hooks import WarehouseHook
 
+        from sleeve.stages import record_stage
+
         start, end = data_interval(context)
         warehouse = WarehouseHook().warehouse
         done = warehouse.query(
@@ -97,11 +99,8 @@ def label_songs():
             "AND status = 'success'", {"s": start})
         if done and not (stats["labelled"] or stats["prompts_rebuilt"]):
             return json.loads(done[0]["stats"])  # a re-run that found nothing to do keeps the run's record
-        warehouse.upsert("stage_runs", [{
-            "dag_id": "label_songs", "stage": "label", "interval_start": start, "interval_end": end,
-            "run_id": context["run_id"], "status": "success", "stats": json.dumps(stats, sort_keys=True),
-            "started_at": stage_started_at(context, "select"), "finished_at": pendulum.now("UTC"),
-        }])
+        record_stage(warehouse, "label_songs", "label", (start, end), run_id=context["run_id"], status="success",
+                     stats=stats, started_at=stage_started_at(context, "select"), finished_at=pendulum.now("UTC"))
         return stats
 
     record(label(select()))

@@ -109,22 +109,19 @@ def personalize():
 
     @task(trigger_rule="all_done", outlets=[IMAGES])
     def record_stats(request_ids: list[str], **context) -> dict:
-        import json
-
         import pendulum
         from sleeve_airflow.context import data_interval, stage_started_at
         from sleeve_airflow.hooks import WarehouseHook
 
+        from sleeve.stages import record_stage
         from training.dreambooth import run_stats
 
         warehouse = WarehouseHook().warehouse
         start, end = data_interval(context)
         stats = run_stats(warehouse, request_ids)
-        warehouse.upsert("stage_runs", [{
-            "dag_id": DAG_ID, "stage": STAGE, "interval_start": start, "interval_end": end,
-            "run_id": context["dag_run"].run_id, "status": "failed" if stats["failed"] else "success",
-            "stats": json.dumps(stats, sort_keys=True), "started_at": stage_started_at(context, "collect_requests"),
-            "finished_at": pendulum.now("UTC")}])
+        record_stage(warehouse, DAG_ID, STAGE, (start, end), run_id=context["dag_run"].run_id,
+                     status="failed" if stats["failed"] else "success", stats=stats,
+                     started_at=stage_started_at(context, "collect_requests"), finished_at=pendulum.now("UTC"))
         return stats
 
     requests = collect_requests()

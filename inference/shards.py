@@ -10,12 +10,12 @@ of the same interval sees the same requests, finds their images stored and upser
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sleeve.ids import content_hash, stable_id
+from sleeve.stages import record_stage
 from sleeve.store import ObjectStore, read_json, write_json
 from sleeve.warehouse import Warehouse
 
@@ -209,12 +209,9 @@ def record_results(warehouse: Warehouse, store: ObjectStore, *, requests: list[d
     warehouse.upsert("generation_requests", updates)
     stats.update(images=len(images), failed=len(failed), gpu_seconds=round(stats["gpu_seconds"], 3),
                  **(extra_stats or {}))
-    warehouse.upsert("stage_runs", [{
-        "dag_id": DAG_ID, "stage": STAGE, "interval_start": start, "interval_end": end,
-        "status": "success", "stats": json.dumps(stats, sort_keys=True),
-        # Durations only (``started_at`` is when the run's first task began): never a key.
-        "started_at": started_at, "finished_at": datetime.now(UTC) if started_at else None,
-    }])
+    # Durations only (``started_at`` is when the run's first task began): never a key.
+    record_stage(warehouse, DAG_ID, STAGE, (start, end), status="success", stats=stats, started_at=started_at,
+                 finished_at=datetime.now(UTC) if started_at else None)
     return stats
 
 
