@@ -12,6 +12,7 @@ import json
 from functools import cached_property
 
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 from sleeve.settings import Settings, get_settings
 
@@ -21,7 +22,7 @@ def _gcp_credentials(conn_id: str):
     ``key_path``), or None for Application Default Credentials / workload identity."""
     try:
         conn = BaseHook.get_connection(conn_id)
-    except Exception:  # connection not defined: fall back to ADC
+    except AirflowNotFoundException:  # not defined: Application Default Credentials
         return None, None
     extra = conn.extra_dejson
     project = extra.get("project") or extra.get("project_id")

@@ -27,6 +27,7 @@ from functools import cached_property
 from pathlib import Path
 
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 from sleeve.ids import sha256_bytes
 from sleeve.settings import Settings, get_settings
@@ -66,7 +67,7 @@ class NotifierHook(BaseHook):
         token = webhook = base_url = channel = None
         try:
             conn = BaseHook.get_connection(self.slack_conn_id)
-        except Exception:  # not defined: the environment may hold the secret instead
+        except AirflowNotFoundException:  # not defined: the environment may hold the secret instead
             conn = None
         if conn is not None:
             extra = conn.extra_dejson
