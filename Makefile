@@ -16,7 +16,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export DIFFUSERS_VERBOSITY ?= error
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: setup demo demo-ui airflow rollback test lint bench clean
+.PHONY: setup demo demo-ui airflow rollback test lint bench bench-gpu clean
 
 # Dependencies: torch first (resolves to the local CPU build here), then the pinned rest.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -52,7 +52,11 @@ test: setup lint
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python -m sleeve.bench
+	$(BIN)/python -m benchmarks
+
+# Real SDXL size with random weights: needs a CUDA GPU (says so and exits 2 without one).
+bench-gpu: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.gpu $(ARGS)
 
 clean:
 	rm -rf $(SLEEVE_HOME)

@@ -344,6 +344,16 @@ def test_copy_sources_exist_and_pass_the_dockerignore(kind):
 
 
 @pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+def test_every_pyproject_package_is_copied_for_the_editable_install(kind):
+    """`pip install -e .` fails on a package directory pyproject.toml lists but the image lacks."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    dirs = {setuptools["package-dir"].get(name, name.replace(".", "/")) for name in setuptools["packages"]}
+    copied = {source for sources, _ in copies(DOCKERFILES[kind]) for source in sources}
+    missing = sorted(d for d in dirs if not any(d == c or d.startswith(c + "/") for c in copied))
+    assert not missing, f"{kind}: pyproject.toml packages not copied into the image: {missing}"
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
 def test_dockerfiles_bake_in_no_secret(kind):
     text = DOCKERFILES[kind].read_text()
     for kw, args in instructions(DOCKERFILES[kind]):

@@ -1,47 +1,36 @@
 """`make bench`: every benchmark side by side in one run, written to $SLEEVE_HOME/bench.json.
 
-Each part lives beside the code it measures as a module with ``run() -> dict`` returning
+Each part is a module of this package with ``run() -> dict`` returning
 ``{"name": str, "metrics": {...}, "ratios": {...}, "notes": str}``. Ratios are measured in the
 same run as their baselines, since these machines are noisy.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
+import os
 import platform
 import sys
 import time
 import traceback
 
+from benchmarks import crawl, dag_imports, demo, generate, train
 from sleeve.settings import get_settings
 
-PARTS = [
-    "sleeve.bench_imports",
-    "crawlers.bench",
-    "inference.bench",
-    "training.bench",
-    "sleeve.bench_demo",
-]
+PARTS = [dag_imports, crawl, generate, train, demo]
 
 
 def main() -> int:
     settings = get_settings()
     settings.ensure_dirs()
     results, failed = [], []
-    for name in PARTS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+    for module in PARTS:
         started = time.perf_counter()
         try:
             result = module.run()
         except Exception:
             traceback.print_exc()
-            failed.append(name)
+            failed.append(module.__name__)
             continue
         result["wall_s"] = round(time.perf_counter() - started, 2)
         results.append(result)
@@ -51,7 +40,7 @@ def main() -> int:
     report = {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
-                    "processor": platform.processor(), "cpus": __import__("os").cpu_count()},
+                    "processor": platform.processor(), "cpus": os.cpu_count()},
         "results": results,
         "failed": failed,
     }

@@ -1,8 +1,8 @@
 """GPU benchmark at real SDXL dimensions, random weights (no download; compute is identical).
 
-    python -m inference.gpu_bench                       # 1024², 30 steps, batch 1 and 4, H100/H200 peak
-    python -m inference.gpu_bench --peak-tflops 312     # A100 bf16 dense peak
-    python -m inference.gpu_bench --allow-cpu --scale small --size 64 --steps 2 --batches 1 2  # smoke test
+    make bench-gpu                                   # = python -m benchmarks.gpu: 1024², 30 steps, batch 1 and 4
+    python -m benchmarks.gpu --peak-tflops 312       # A100 bf16 dense peak
+    python -m benchmarks.gpu --allow-cpu --scale small --size 64 --steps 2 --batches 1 2  # smoke test
 
 Builds the full SDXL UNet / VAE / both CLIP text encoders from their configs with random init,
 runs our generator's render path (bf16, SDPA, VAE slicing) and reports seconds per image and the
@@ -166,9 +166,9 @@ def main(argv=None) -> int:
     import torch
 
     if not torch.cuda.is_available() and not args.allow_cpu:
-        print("inference.gpu_bench needs a CUDA GPU and none is visible (torch.cuda.is_available() is False). "
-              "Run it on a GPU machine, or smoke-test here with: "
-              "python -m inference.gpu_bench --allow-cpu --scale small --size 64 --steps 2", file=sys.stderr)
+        print("benchmarks.gpu needs a CUDA GPU and none is visible (torch.cuda.is_available() is False). "
+              "Run `make bench-gpu` on a GPU machine, or smoke-test here with: "
+              "python -m benchmarks.gpu --allow-cpu --scale small --size 64 --steps 2", file=sys.stderr)
         return 2
     device = "cuda" if torch.cuda.is_available() else "cpu"
     report = run(args.scale, args.size, args.steps, tuple(args.batches), args.peak_tflops, device,

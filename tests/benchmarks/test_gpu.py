@@ -8,18 +8,18 @@ import sys
 import pytest
 import torch
 
-from inference import gpu_bench
+from benchmarks import gpu
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_without_cuda_it_exits_with_a_clear_message():
-    proc = subprocess.run([sys.executable, "-m", "inference.gpu_bench"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "needs a CUDA GPU" in proc.stderr and "--allow-cpu --scale small" in proc.stderr
 
 
 def test_reduced_size_runs_on_cpu_and_counts_flops():
-    report = gpu_bench.run(scale="small", size=64, steps=2, batches=(1, 2), peak_tflops=1e-3, device="cpu",
+    report = gpu.run(scale="small", size=64, steps=2, batches=(1, 2), peak_tflops=1e-3, device="cpu",
                            dtype_name="fp32")
     assert [r["batch"] for r in report["results"]] == [1, 2]
     one, two = report["results"]
@@ -30,7 +30,7 @@ def test_reduced_size_runs_on_cpu_and_counts_flops():
 
 
 def test_full_size_configs_match_sdxl():
-    cfg = gpu_bench.sdxl_configs("full")
+    cfg = gpu.sdxl_configs("full")
     assert cfg["unet"]["block_out_channels"] == (320, 640, 1280)
     assert cfg["unet"]["transformer_layers_per_block"] == (1, 2, 10)
     assert cfg["unet"]["cross_attention_dim"] == 2048
