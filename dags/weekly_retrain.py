@@ -9,7 +9,7 @@
   (`min_rating`, `min_reviews`) plus captioned covers; deduplicated; split by content hash into
   train and held-out val (`val_fraction`); an immutable manifest in the store. Too few images:
   the run is recorded `skipped` with the reason.
-- **train / evaluate**: `training.train_job` / `training.evaluate` through the GPU launcher
+- **train / evaluate**: `training.train_job` / `training.evaluate_job` through the GPU launcher
   (`SLEEVE_GPU_EXECUTOR`: local subprocess, Celery queue `gpu`, or a Kubernetes GPU pod).
   Warm start from the production LoRA when `warm_start` is on and the base model matches.
   Training sees only the train split; the gate's validation loss uses only the held-out split.
@@ -148,7 +148,7 @@ def weekly_retrain():
                   "resolution": context["params"]["resolution"], "clip_model": context["params"]["clip_model"],
                   "cache_dir": str(get_settings().home / "cache" / "training")}
         try:
-            return run_gpu_job("training.evaluate", manifest_uri=plan["manifest_uri"], config=config,
+            return run_gpu_job("training.evaluate_job", manifest_uri=plan["manifest_uri"], config=config,
                                output_uri=ObjectStoreHook().store.uri(f"evals/style/{plan['version']}"))
         except Exception as exc:
             fail_run(WarehouseHook().warehouse, plan, "evaluate", exc)

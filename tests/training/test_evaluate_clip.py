@@ -83,7 +83,7 @@ def test_unloadable_clip_model_is_named(tmp_path):
 def test_evaluate_records_clip_score_for_champion_and_challenger(warehouse, store, world, tiny_model, tiny_clip,
                                                                  tmp_path):
     from sleeve.store import open_uri, read_json
-    from training import evaluate, train_job
+    from training import evaluate, evaluate_job, train_job
     from training.gate import GateRules, decide
     from training.snapshot import build_snapshot
     from training.weekly import conclude, run_id_for
@@ -94,7 +94,7 @@ def test_evaluate_records_clip_score_for_champion_and_challenger(warehouse, stor
                                         "work_dir": str(tmp_path / "work")}, store.uri("models/style/clip-test"))
     config = {"base_model": str(tiny_model), "challenger_uri": trained["adapter_uri"], "champion_uri": None,
               "steps": 1, "val_items": 1, "clip_model": str(tiny_clip)}
-    result = evaluate.main(manifest, config, store.uri("evals/clip-test"))
+    result = evaluate_job.main(manifest, config, store.uri("evals/clip-test"))
 
     prompts = [i["prompt"] for i in evaluate.EVAL_SET["items"]]
     for name in ("champion", "challenger"):
@@ -116,6 +116,6 @@ def test_evaluate_records_clip_score_for_champion_and_challenger(warehouse, stor
     strict = decide(result, GateRules(min_clip_score_delta=101))  # no delta of two scores in [0, 100] passes
     assert strict["decision"] == "keep" and any(r.startswith("clip_score dropped") for r in strict["reasons"])
 
-    without = evaluate.main(manifest, {**config, "clip_model": ""}, store.uri("evals/clip-test-off"))
+    without = evaluate_job.main(manifest, {**config, "clip_model": ""}, store.uri("evals/clip-test-off"))
     assert "clip_score skipped: no clip_model configured" in without["notes"]
     assert not any("clip_score" in m for m in without["metrics"].values()) and without["clip_scores"] == {}

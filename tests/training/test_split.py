@@ -56,7 +56,7 @@ def test_trainer_sees_only_train_and_evaluation_only_held_out(warehouse, store, 
     """Runs the real train and evaluate jobs on a real snapshot, recording what reaches the
     trainer and the validation-loss data (the wrapped functions still do the work)."""
     from sleeve.store import open_uri, read_json
-    from training import evaluate, gate, train_job, trainer
+    from training import evaluate_job, gate, train_job, trainer
     from training.snapshot import TRAIN, VAL, SnapshotConfig, build_snapshot, split_items
 
     snap = build_snapshot(warehouse, store, WEEK_START, WEEK_END)
@@ -87,7 +87,7 @@ def test_trainer_sees_only_train_and_evaluation_only_held_out(warehouse, store, 
     seen["val"].clear()  # the trainer prepares its (train) data the same way
     config = {"base_model": str(tiny_model), "challenger_uri": trained["adapter_uri"], "champion_uri": None,
               "steps": 1}
-    evaluated = evaluate.main(manifest, config, store.uri("evals/split-test"))
+    evaluated = evaluate_job.main(manifest, config, store.uri("evals/split-test"))
     assert set(seen["val"]) == val_uris
     assert evaluated["val_split"] == VAL and evaluated["val_images"] == len(val_uris)
     assert any("held-out" in n and "not trained on" in n for n in evaluated["notes"])
@@ -98,7 +98,7 @@ def test_trainer_sees_only_train_and_evaluation_only_held_out(warehouse, store, 
     no_val = read_json(*open_uri(build_snapshot(warehouse, store, WEEK_START, WEEK_END,
                                                 SnapshotConfig(val_fraction=0))["uri"]))
     assert no_val["split"]["val"] == 0 and not split_items(no_val, VAL)
-    blind = evaluate.main(no_val, config, store.uri("evals/split-test-no-val"))
+    blind = evaluate_job.main(no_val, config, store.uri("evals/split-test-no-val"))
     assert seen["val"] == [] and blind["val_images"] == 0
     assert "no held-out (val) images" in " ".join(blind["notes"])
     verdict = gate.decide(blind)
