@@ -25,16 +25,15 @@ one's model, cut shards) → **generate** (one mapped GPU job per shard: `infere
 
 from __future__ import annotations
 
-from datetime import UTC
-
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 from sleeve_airflow.assets import IMAGES
 from sleeve_airflow.dag_defaults import DEFAULT_ARGS, START_DATE
 from sleeve_airflow.gpu import gpu_task_kwargs
 
 from sleeve.settings import get_settings
 
-with DAG(
+
+@dag(
     dag_id="batch_generate",
     schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
     start_date=START_DATE,
@@ -59,94 +58,50 @@ with DAG(
     },
     tags=["sleeve", "generation", "gpu"],
     doc_md=__doc__,
-) as dag:
-
-    def plan_key(context) -> str:
-        """Where this run's plan lives: keyed by data interval and params, so plan and record (and a
-        re-run) agree on it without passing it through XCom."""
-        from sleeve_airflow.context import data_interval
-
-        from sleeve.ids import content_hash
-
-        start, _ = data_interval(context)
-        return f"generate/plans/{start:%Y%m%dT%H%M%S}-{content_hash(dict(context['params']))[:16]}.json"
-
+)
+def batch_generate():
     @task
-    def plan() -> list[dict]:
+    def plan(**context) -> list[dict]:
         """Select (or create, for a backfill) the requests, write shard manifests and the plan."""
-        from datetime import datetime, time
-
-        from sleeve_airflow.context import data_interval, mark_stage_start
+        from sleeve_airflow.context import data_interval, mark_stage_start, param_range
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
 
-        from inference.shards import DEFAULT_KINDS, create_backfill, plan_shards, select_requests
-        from sleeve.store import write_json
+        from inference.shards import plan_run
 
-        context = get_current_context()
         mark_stage_start(context)
-        params, (start, end) = context["params"], data_interval(context)
-        warehouse, store, settings = WarehouseHook().warehouse, ObjectStoreHook().store, get_settings()
+        start, end = data_interval(context)
+        settings = get_settings()
+        return plan_run(WarehouseHook().warehouse, ObjectStoreHook().store, context["params"], start=start, end=end,
+                        backfill_range=param_range(context, "backfill_from", "backfill_to"),
+                        base_model=settings.base_model,
+                        defaults={"width": settings.gen_size, "height": settings.gen_size, "steps": settings.gen_steps})
 
-        def day(name: str):
-            value = params.get(name)
-            if not value:
-                return None
-            try:
-                return datetime.combine(datetime.fromisoformat(str(value)[:10]).date(), time(), tzinfo=UTC)
-            except ValueError:
-                raise ValueError(f"param {name}={value!r} is not a date; use YYYY-MM-DD") from None
-
-        request_ids, backfill = None, None
-        if params["mode"] == "backfill":
-            backfill = create_backfill(
-                warehouse, created_at=start, date_from=day("backfill_from"), date_to=day("backfill_to"),
-                song_ids=params.get("song_ids"), prompt_version=params.get("prompt_version"),
-                model_version=params.get("model_version"), num_images=params["num_images"])
-            request_ids = backfill["request_ids"]
-        requests = select_requests(warehouse, start, end, kinds=params.get("kinds") or DEFAULT_KINDS,
-                                   request_ids=request_ids, limit=params["max_requests"])
-        defaults = {"width": settings.gen_size, "height": settings.gen_size, "steps": settings.gen_steps}
-        planned = plan_shards(warehouse, store, requests, base_model=settings.base_model, defaults=defaults,
-                              shard_size=params["shard_size"])
-        body = {"request_ids": [r["request_id"] for r in requests], "failed": planned["failed"],
-                "shards": planned["shards"], "backfill": backfill}
-        write_json(store, plan_key(context), body)
-        return planned["shards"]
-
-    @task(max_active_tis_per_dag=get_settings().gpu_slots, **gpu_task_kwargs())
-    def generate(shard: dict) -> dict:
+    @task(multiple_outputs=False, max_active_tis_per_dag=get_settings().gpu_slots, **gpu_task_kwargs())
+    def generate(shard: dict, **context) -> dict:
         """One GPU job: load the model once, render the shard, store images + result.json."""
         from sleeve_airflow.gpu import run_gpu_job
 
-        from sleeve.jobs import RESULT_NAME
+        from inference.shards import job_config, shard_outcome
 
-        params = get_current_context()["params"]
-        config = {"store_url": get_settings().store_url, "format": params["format"],
-                  "batch_size": params["batch_size"]}
-        result = run_gpu_job("inference.generate_job", manifest_uri=shard["manifest_uri"], config=config,
+        result = run_gpu_job("inference.generate_job", manifest_uri=shard["manifest_uri"],
+                             config=job_config(context["params"], get_settings().store_url),
                              output_uri=shard["output_uri"])
-        return {"manifest_uri": shard["manifest_uri"], "result_uri": f"{shard['output_uri']}/{RESULT_NAME}",
-                "images": len(result.get("images", [])), "failed": len(result.get("failed", []))}
+        return shard_outcome(shard, result)
 
-    @task(trigger_rule="none_failed", outlets=[IMAGES])
-    def record(results: list[dict] | None) -> dict:
+    @task(multiple_outputs=False, trigger_rule="none_failed", outlets=[IMAGES])
+    def record(results: list[dict] | None, **context) -> dict:
         """Upsert images and request status, and the run's stage_runs stats."""
         from sleeve_airflow.context import data_interval, stage_started_at
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
 
-        from inference.shards import load_requests, record_results
-        from sleeve.store import read_json
+        from inference.shards import record_run
 
-        warehouse, store = WarehouseHook().warehouse, ObjectStoreHook().store
-        context = get_current_context()
         start, end = data_interval(context)
-        body = read_json(store, plan_key(context))
-        backfill = body.get("backfill")
-        extra = {"backfill_created": backfill["created"], "backfill_no_prompt": len(backfill["no_prompt"])} \
-            if backfill else {}
-        return record_results(warehouse, store, requests=load_requests(warehouse, body["request_ids"]),
-                              results=list(results or []), plan_failed=body["failed"], start=start, end=end,
-                              extra_stats=extra, started_at=stage_started_at(context, "plan"))
+        return record_run(WarehouseHook().warehouse, ObjectStoreHook().store, context["params"], start=start,
+                          end=end, results=list(results or []), started_at=stage_started_at(context, "plan"))
 
     shards = plan()
     shards >> record(generate.expand(shard=shards))
+
+
+batch_generate()

@@ -21,11 +21,12 @@ Asset `songs` (consumed by `label_songs`).
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, Param, get_current_context, task
+from airflow.sdk import Param, dag, task
 from sleeve_airflow.assets import SONGS
 from sleeve_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, weekly_interval
 
-with DAG(
+
+@dag(
     dag_id="crawl_songs",
     schedule=weekly_interval(),
     start_date=START_DATE,
@@ -43,28 +44,28 @@ with DAG(
     },
     tags=["sleeve", "crawl"],
     doc_md=__doc__,
-) as dag:
-
-    @task(outlets=[SONGS])
-    def crawl() -> dict:
+)
+def crawl_songs():
+    @task(multiple_outputs=False, outlets=[SONGS])
+    def crawl(**context) -> dict:
         """Crawl the source for this data interval; publish the stats with the Asset event."""
-        from datetime import date
-
-        from sleeve_airflow.context import data_interval
+        from sleeve_airflow.context import data_interval, param_datetime
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
 
         from crawlers.crawl import CrawlRequest, run_crawl
         from sleeve.settings import get_settings
 
-        context = get_current_context()
         params, settings = context["params"], get_settings()
         source = settings.crawl_source if params["source"] == "default" else params["source"]
+        since = param_datetime(context, "since")
         request = CrawlRequest(source=source, chart=params["chart"], limit=params["limit"],
-                               since=date.fromisoformat(params["since"]) if params["since"] else None,
-                               obey_robots=settings.crawl_obey_robots)
+                               since=since.date() if since else None, obey_robots=settings.crawl_obey_robots)
         stats = run_crawl(request, settings=settings, warehouse=WarehouseHook().warehouse,
                           store=ObjectStoreHook().store, interval=data_interval(context))
         context["outlet_events"][SONGS].extra = {"source": source, **stats}
         return stats
 
     crawl()
+
+
+crawl_songs()

@@ -42,10 +42,10 @@ CHUNK = 100  # songs labelled and stored per step: a failure keeps what is done
     },
 )
 def label_songs():
-    @task
-    def select(params: dict, **context) -> dict:
-        import pendulum
-        from sleeve_airflow.context import mark_stage_start
+    @task(multiple_outputs=False)
+    def select(**context) -> dict:
+        """The songs to (re)label and those whose prompt only needs rebuilding."""
+        from sleeve_airflow.context import mark_stage_start, param_datetime
         from sleeve_airflow.hooks import WarehouseHook
         from sleeve_airflow.llm import LLMHook
 
@@ -53,16 +53,16 @@ def label_songs():
         from inference.prompts import PROMPT_VERSION
 
         mark_stage_start(context)
-        warehouse = WarehouseHook().warehouse
-        since = pendulum.parse(params["since"]) if params.get("since") else None
-        songs = load_songs(warehouse, song_ids=params.get("song_ids") or None, since=since)
+        params, warehouse = context["params"], WarehouseHook().warehouse
+        songs = load_songs(warehouse, song_ids=params.get("song_ids") or None, since=param_datetime(context, "since"))
         version = LLMHook().labeller(params.get("labeller") or None).version
         todo = plan(warehouse, songs, version, PROMPT_VERSION, relabel_all=bool(params.get("relabel_all")))
         return {"labeller": params.get("labeller") or None, "labeller_version": version, "songs": len(songs),
                 "label": todo.label, "prompt_only": todo.prompt_only, "skipped": len(todo.skipped)}
 
-    @task
+    @task(multiple_outputs=False)
     def label(todo: dict, **context) -> dict:
+        """Label in chunks (each stored as it is done) and rebuild the prompt-only ones."""
         from sleeve_airflow.context import data_interval
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
         from sleeve_airflow.llm import LLMHook
@@ -82,23 +82,20 @@ def label_songs():
         return {"songs": todo["songs"], "skipped": todo["skipped"], "prompts_rebuilt": rebuilt,
                 **usage_stats(results)}
 
-    @task(outlets=[PROMPTS])
+    @task(multiple_outputs=False, outlets=[PROMPTS])
     def record(stats: dict, **context) -> dict:
-        import json
-
+        """The run's stage_runs row; publishes the prompts Asset."""
         import pendulum
         from sleeve_airflow.context import data_interval, stage_started_at
         from sleeve_airflow.hooks import WarehouseHook
 
-        from sleeve.stages import record_stage
+        from sleeve.stages import record_stage, recorded_stats
 
         start, end = data_interval(context)
         warehouse = WarehouseHook().warehouse
-        done = warehouse.query(
-            "SELECT stats FROM stage_runs WHERE dag_id = 'label_songs' AND stage = 'label' AND interval_start = @s "
-            "AND status = 'success'", {"s": start})
+        done = recorded_stats(warehouse, "label_songs", "label", start)
         if done and not (stats["labelled"] or stats["prompts_rebuilt"]):
-            return json.loads(done[0]["stats"])  # a re-run that found nothing to do keeps the run's record
+            return done  # a re-run that found nothing to do keeps the run's record
         record_stage(warehouse, "label_songs", "label", (start, end), run_id=context["run_id"], status="success",
                      stats=stats, started_at=stage_started_at(context, "select"), finished_at=pendulum.now("UTC"))
         return stats

@@ -9,7 +9,8 @@ JSON and PNGs in `$SLEEVE_HOME/outbox/weekly_report/<week_start>/`.
 * Backfill-safe: each run reports its own data interval; a backfill over N weeks gives N reports.
 * Exactly once per week: the Slack message `ts` is kept in `reports`; re-running a week
   updates that message (`chat.update`) instead of posting again.
-* Trigger by hand for a given week with the `week_start` param (any date in the week).
+* Trigger by hand for a given week with the `week_start` param (any date in the week: the
+  weekly schedule's interval that holds it).
 * Transport: `SLEEVE_NOTIFIER=slack` + connection `sleeve_slack` (bot token or webhook URL).
 * `weekly_retrain` starts at the same time: a scheduled run first waits (up to 6 h, freeing its
   worker slot between checks) for that week's training run to settle, so the report shows the
@@ -18,32 +19,13 @@ JSON and PNGs in `$SLEEVE_HOME/outbox/weekly_report/<week_start>/`.
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import timedelta
 
-from airflow.sdk import DAG, Param, get_current_context, task
+from airflow.sdk import Param, dag, task
 from sleeve_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, weekly_interval
 
 
-def report_week(context) -> tuple:
-    """[start, end) of the reported week: the ``week_start`` param's week when given, else the
-    run's data interval (never the wall clock)."""
-    from datetime import date, datetime, time, timedelta
-
-    from sleeve_airflow.context import data_interval
-
-    given = context["params"].get("week_start")
-    if not given:
-        return data_interval(context)
-    try:
-        day = date.fromisoformat(str(given)[:10])
-    except ValueError:
-        raise ValueError(f"param week_start={given!r} is not a date; use YYYY-MM-DD, e.g. 2026-01-05") from None
-    monday = day - timedelta(days=day.weekday())
-    start = datetime.combine(monday, time(3), tzinfo=UTC)  # weekly_interval(): Mondays 03:00 UTC
-    return start, start + timedelta(days=7)
-
-
-with DAG(
+@dag(
     dag_id="weekly_report",
     schedule=weekly_interval(),
     start_date=START_DATE,
@@ -57,34 +39,34 @@ with DAG(
     },
     tags=["sleeve", "report", "slack"],
     doc_md=__doc__,
-) as dag:
-
+)
+def weekly_report():
     @task.sensor(poke_interval=timedelta(minutes=10), timeout=timedelta(hours=6), mode="reschedule",
                  soft_fail=True)
-    def retraining_settled() -> bool:
+    def retraining_settled(**context) -> bool:
         """True once the reported week's style training run has ended (trained/skipped/failed).
         Manual runs and backfills report what is there without waiting."""
+        from sleeve_airflow.context import interval
         from sleeve_airflow.hooks import WarehouseHook
 
         from sleeve.report import retraining_settled as settled
 
-        context = get_current_context()
         if context["dag_run"].run_type != "scheduled":
             return True
-        return settled(WarehouseHook().warehouse, report_week(context)[0])
+        return settled(WarehouseHook().warehouse, interval(context, "week_start")[0])
 
-    @task(trigger_rule="none_failed")  # a sensor that timed out (skipped) still lets the report go
-    def gather() -> dict:
+    @task(multiple_outputs=False, trigger_rule="none_failed")  # a timed-out (skipped) sensor still lets the report go
+    def gather(**context) -> dict:
         """The week's numbers from the warehouse (JSON, small enough for XCom)."""
+        from sleeve_airflow.context import interval
         from sleeve_airflow.hooks import WarehouseHook
 
         from sleeve.report import build_report
 
-        context = get_current_context()
-        start, end = report_week(context)
+        start, end = interval(context, "week_start")
         return build_report(WarehouseHook().warehouse, start, end, top=context["params"]["top_covers"])
 
-    @task
+    @task(multiple_outputs=False)
     def deliver(report: dict) -> dict:
         """Render chart, cover grid, Markdown and blocks; send them once per week."""
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
@@ -108,3 +90,6 @@ with DAG(
         return {k: str(v) for k, v in row.items() if k != "summary"}
 
     retraining_settled() >> deliver(gather())
+
+
+weekly_report()

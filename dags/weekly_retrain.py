@@ -31,16 +31,6 @@ from sleeve_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, weekly_interva
 from sleeve_airflow.gpu import gpu_task_kwargs
 
 
-def _interval(context) -> tuple:
-    import pendulum
-    from sleeve_airflow.context import data_interval
-
-    params = context["params"]
-    if params.get("interval_start") and params.get("interval_end"):
-        return pendulum.parse(params["interval_start"]), pendulum.parse(params["interval_end"])
-    return data_interval(context)
-
-
 @dag(
     dag_id="weekly_retrain",
     schedule=weekly_interval(),
@@ -72,103 +62,78 @@ def _interval(context) -> tuple:
     },
 )
 def weekly_retrain():
-    @task
+    @task(multiple_outputs=False)
     def snapshot(**context) -> dict:
+        """Freeze the interval's training data; the returned plan tells the next tasks whether to go."""
+        from sleeve_airflow.context import interval
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
 
         from sleeve.settings import get_settings
-        from training.snapshot import SnapshotConfig, build_snapshot
-        from training.weekly import DONE, get_run, record_run, run_id_for, version_for
+        from training.weekly import take_snapshot
 
         params = context["params"]
-        start, end = _interval(context)
-        warehouse, store = WarehouseHook().warehouse, ObjectStoreHook().store
-        run_id = run_id_for(start)
-        plan = {"run_id": run_id, "start": start.isoformat(), "end": end.isoformat(), "version": version_for(start),
-                "base_model": params["base_model"] or get_settings().base_model}
-        existing = get_run(warehouse, run_id)
-        if existing and existing["status"] in DONE:
-            return {**plan, "go": False, "why": f"run already {existing['status']}"}
-        snap = build_snapshot(warehouse, store, start, end, SnapshotConfig.from_dict(params))
-        plan.update(manifest_uri=snap["uri"], counts=snap["counts"])
-        if params["dry_run"]:
-            return {**plan, "go": False, "why": "dry run"}
-        status, reason = ("skipped", snap["skip_reason"]) if snap["skip_reason"] else ("running", None)
-        record_run(warehouse, run_id, start, end, dag_run_id=context["run_id"], status=status, reason=reason,
-                   manifest_uri=snap["uri"], config=dict(params), started_at=context["ti"].start_date,
-                   metrics={"snapshot": snap["counts"]})
-        return {**plan, "go": status == "running", "why": reason}
+        start, end = interval(context, "interval_start", "interval_end")
+        return take_snapshot(WarehouseHook().warehouse, ObjectStoreHook().store, start, end, params,
+                             base_model=params["base_model"] or get_settings().base_model,
+                             dag_run_id=context["run_id"], started_at=context["ti"].start_date)
 
-    @task(**gpu_task_kwargs())
+    @task(multiple_outputs=False, **gpu_task_kwargs())
     def train(plan: dict, **context) -> dict:
+        """The LoRA training GPU job; a retry after it finished returns its result instead."""
         if not plan["go"]:
             return {}
         from sleeve_airflow.gpu import run_gpu_job
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
 
-        from sleeve.jobs import read_result
+        from sleeve.jobs import RESULT_NAME, read_result
         from sleeve.settings import get_settings
-        from training.weekly import fail_run, warm_start_uri
+        from training.weekly import adapter_prefix, fail_run, production_adapter, train_config
 
-        params, settings = context["params"], get_settings()
-        store = ObjectStoreHook().store
-        output_uri = store.uri(f"models/style/{plan['version']}")
-        if store.exists(f"models/style/{plan['version']}/result.json"):
-            return read_result(output_uri)  # a retry after training finished: do not train twice
-        warm = warm_start_uri(WarehouseHook().warehouse, plan["base_model"]) if params["warm_start"] else None
-        config = {
-            "train": {"base_model": plan["base_model"], "steps": params["steps"], "rank": params["rank"],
-                      "resolution": params["resolution"], "warm_start": warm, "checkpoint_every": 50},
-            "rating_weighted": params["rating_weighted"], "version": plan["version"],
-            "manifest_uri": plan["manifest_uri"],
-            "work_dir": str(settings.home / "work" / "weekly_retrain" / plan["run_id"]),
-            "cache_dir": str(settings.home / "cache" / "training"),
-        }
+        params, store, warehouse = context["params"], ObjectStoreHook().store, WarehouseHook().warehouse
+        prefix = adapter_prefix(plan["version"])
+        if store.exists(f"{prefix}/{RESULT_NAME}"):
+            return read_result(store.uri(prefix))  # do not train twice
+        warm = production_adapter(warehouse, plan["base_model"]) if params["warm_start"] else None
         try:
-            return run_gpu_job("training.train_job", manifest_uri=plan["manifest_uri"], config=config,
-                               output_uri=output_uri)
+            return run_gpu_job("training.train_job", manifest_uri=plan["manifest_uri"], output_uri=store.uri(prefix),
+                               config=train_config(plan, params, home=get_settings().home, warm_start=warm))
         except Exception as exc:
-            fail_run(WarehouseHook().warehouse, plan, "train", exc)
+            fail_run(warehouse, plan, "train", exc)
             raise
 
-    @task(**gpu_task_kwargs())
+    @task(multiple_outputs=False, **gpu_task_kwargs())
     def evaluate(plan: dict, trained: dict, **context) -> dict:
+        """Champion vs challenger GPU job on the held-out images and the fixed eval prompts."""
         if not plan["go"]:
             return {}
         from sleeve_airflow.gpu import run_gpu_job
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
 
         from sleeve.settings import get_settings
-        from training.registry import production_version
-        from training.weekly import fail_run
+        from training.weekly import eval_config, eval_prefix, fail_run, production_adapter
 
-        prod = production_version(WarehouseHook().warehouse)
-        config = {"base_model": plan["base_model"], "challenger_uri": trained["adapter_uri"],
-                  "champion_uri": prod["adapter_uri"] if prod and prod["base_model"] == plan["base_model"] else None,
-                  "resolution": context["params"]["resolution"], "clip_model": context["params"]["clip_model"],
-                  "cache_dir": str(get_settings().home / "cache" / "training")}
+        warehouse = WarehouseHook().warehouse
+        config = eval_config(plan, context["params"], trained, home=get_settings().home,
+                             champion_uri=production_adapter(warehouse, plan["base_model"]))
         try:
             return run_gpu_job("training.evaluate_job", manifest_uri=plan["manifest_uri"], config=config,
-                               output_uri=ObjectStoreHook().store.uri(f"evals/style/{plan['version']}"))
+                               output_uri=ObjectStoreHook().store.uri(eval_prefix(plan["version"])))
         except Exception as exc:
-            fail_run(WarehouseHook().warehouse, plan, "evaluate", exc)
+            fail_run(warehouse, plan, "evaluate", exc)
             raise
 
-    @task
+    @task(multiple_outputs=False)
     def conclude(plan: dict, trained: dict, evaluated: dict, **context) -> dict:
+        """Gate, register and promote or reject; close the run row."""
         if not plan["go"]:
             return {"decision": None, "why": plan["why"]}
-        import pendulum
         from sleeve_airflow.hooks import WarehouseHook
 
-        from training.weekly import conclude as conclude_run
+        from training.weekly import conclude_plan
 
-        return conclude_run(WarehouseHook().warehouse, run_id=plan["run_id"], start=pendulum.parse(plan["start"]),
-                            end=pendulum.parse(plan["end"]), version=plan["version"], base_model=plan["base_model"],
-                            manifest_uri=plan["manifest_uri"], train_result=trained, eval_result=evaluated,
-                            now=context["dag_run"].run_after)
+        return conclude_plan(WarehouseHook().warehouse, plan, trained, evaluated, now=context["dag_run"].run_after)
 
-    @task(outlets=[STYLE_MODEL])
+    @task(multiple_outputs=False, outlets=[STYLE_MODEL])
     def publish(outcome: dict, **context) -> dict:
         """Emit the style-model Asset only when a new version went to production."""
         from airflow.sdk.exceptions import AirflowSkipException

@@ -3,6 +3,9 @@
 plan:    select requests (pending, or a backfill) -> resolve each one's model -> shard manifests
 record:  result manifests -> ``images`` rows + ``generation_requests`` status + ``stage_runs``
 
+:func:`plan_run`, :func:`job_config` and :func:`record_run` are the DAG's three steps; the run's
+plan (its requests, failures and backfill) lives in the store at :func:`plan_key`.
+
 Selection is keyed by the data interval: a run takes requests created before its interval end
 that are still pending, plus those it generated before (``batch_interval_start``), so a re-run
 of the same interval sees the same requests, finds their images stored and upserts the same rows.
@@ -15,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sleeve.ids import content_hash, stable_id
+from sleeve.jobs import RESULT_NAME
 from sleeve.stages import record_stage
 from sleeve.store import ObjectStore, read_json, write_json
 from sleeve.warehouse import Warehouse
@@ -169,6 +173,57 @@ def plan_shards(warehouse: Warehouse, store: ObjectStore, requests: list[dict], 
             shards.append({"manifest_uri": store.uri(key), "output_uri": store.uri(f"generate/results/{digest}"),
                            "model_version": version, "requests": len(manifest["requests"])})
     return {"shards": shards, "failed": failed}
+
+
+def plan_key(start: datetime, params: dict) -> str:
+    """Where a run's plan lives: keyed by data interval and params, so plan and record (and a
+    re-run) agree on it without passing it through XCom."""
+    return f"generate/plans/{start:%Y%m%dT%H%M%S}-{content_hash(dict(params))[:16]}.json"
+
+
+def plan_run(warehouse: Warehouse, store: ObjectStore, params: dict, *, start: datetime, end: datetime,
+             backfill_range: tuple[datetime, datetime] | None, base_model: str, defaults: dict) -> list[dict]:
+    """The plan step: create the backfill's requests (``mode=backfill``), select the run's
+    requests, write their shard manifests and the plan; returns the shards to generate."""
+    request_ids, backfill = None, None
+    if params["mode"] == "backfill":
+        date_from, date_to = backfill_range or (None, None)
+        backfill = create_backfill(
+            warehouse, created_at=start, date_from=date_from, date_to=date_to, song_ids=params.get("song_ids"),
+            prompt_version=params.get("prompt_version"), model_version=params.get("model_version"),
+            num_images=params["num_images"])
+        request_ids = backfill["request_ids"]
+    requests = select_requests(warehouse, start, end, kinds=params.get("kinds") or DEFAULT_KINDS,
+                               request_ids=request_ids, limit=params["max_requests"])
+    planned = plan_shards(warehouse, store, requests, base_model=base_model, defaults=defaults,
+                          shard_size=params["shard_size"])
+    write_json(store, plan_key(start, params), {
+        "request_ids": [r["request_id"] for r in requests], "failed": planned["failed"],
+        "shards": planned["shards"], "backfill": backfill})
+    return planned["shards"]
+
+
+def job_config(params: dict, store_url: str) -> dict:
+    """``inference.generate_job``'s config for this run."""
+    return {"store_url": store_url, "format": params["format"], "batch_size": params["batch_size"]}
+
+
+def shard_outcome(shard: dict, result: dict) -> dict:
+    """What a generate task hands to record: where the shard's result is, and its counts."""
+    return {"manifest_uri": shard["manifest_uri"], "result_uri": f"{shard['output_uri']}/{RESULT_NAME}",
+            "images": len(result.get("images", [])), "failed": len(result.get("failed", []))}
+
+
+def record_run(warehouse: Warehouse, store: ObjectStore, params: dict, *, start: datetime, end: datetime,
+               results: list[dict], started_at: datetime | None = None) -> dict:
+    """The record step: :func:`record_results` for the requests of the run's plan."""
+    body = read_json(store, plan_key(start, params))
+    backfill = body.get("backfill")
+    extra = {"backfill_created": backfill["created"], "backfill_no_prompt": len(backfill["no_prompt"])} \
+        if backfill else {}
+    return record_results(warehouse, store, requests=load_requests(warehouse, body["request_ids"]),
+                          results=results, plan_failed=body["failed"], start=start, end=end,
+                          extra_stats=extra, started_at=started_at)
 
 
 def record_results(warehouse: Warehouse, store: ObjectStore, *, requests: list[dict], results: list[dict],

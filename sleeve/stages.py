@@ -18,3 +18,11 @@ def record_stage(warehouse: Warehouse, dag_id: str, stage: str, interval: tuple[
         columns["stats"] = json.dumps(columns["stats"], sort_keys=True)
     warehouse.upsert("stage_runs", [{"dag_id": dag_id, "stage": stage, "interval_start": interval[0],
                                      "interval_end": interval[1], **columns}])
+
+
+def recorded_stats(warehouse: Warehouse, dag_id: str, stage: str, interval_start: datetime) -> dict | None:
+    """The stats of the stage's successful row for the interval starting at ``interval_start``."""
+    rows = warehouse.query(
+        "SELECT stats FROM stage_runs WHERE dag_id = @dag_id AND stage = @stage AND interval_start = @start "
+        "AND status = 'success'", {"dag_id": dag_id, "stage": stage, "start": interval_start})
+    return json.loads(rows[0]["stats"]) if rows else None

@@ -1,20 +1,27 @@
-"""The weekly retrain's bookkeeping, as plain functions the ``weekly_retrain`` DAG calls.
+"""The weekly retrain's steps and bookkeeping, as plain functions the ``weekly_retrain`` DAG calls.
 
 One ``training_runs`` row per data interval (``run_id = stable_id("weekly_retrain", start)``)
 with status ``running`` -> ``trained`` | ``skipped`` | ``failed``, the reason, metrics, the
 gate's decision and GPU seconds. A run whose row is ``trained`` or ``skipped`` is complete: a
 re-run of the same interval returns that row and trains nothing.
+
+The snapshot step returns the run's *plan* (run id, interval, version, base model, manifest,
+``go``/``why``), which the train, evaluate and conclude steps take; the job configs for
+``training.train_job`` and ``training.evaluate_job`` are built from it here.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sleeve.ids import stable_id
+from sleeve.store import ObjectStore
 from sleeve.warehouse import Warehouse
 from training import registry
 from training.gate import GateRules, decide
+from training.snapshot import SnapshotConfig, build_snapshot
 
 DAG_ID = "weekly_retrain"
 DONE = ("trained", "skipped")
@@ -26,6 +33,15 @@ def run_id_for(start: datetime) -> str:
 
 def version_for(start: datetime) -> str:
     return f"style-{start:%Y%m%d}-{run_id_for(start)[:8]}"
+
+
+def adapter_prefix(version: str) -> str:
+    """Where the train job writes the version's adapter (and its result.json)."""
+    return f"models/style/{version}"
+
+
+def eval_prefix(version: str) -> str:
+    return f"evals/style/{version}"
 
 
 def get_run(warehouse: Warehouse, run_id: str) -> dict | None:
@@ -52,10 +68,53 @@ def fail_run(warehouse: Warehouse, plan: dict, stage: str, exc: BaseException) -
                status="failed", reason=f"{stage} failed: {type(exc).__name__}: {last}")
 
 
-def warm_start_uri(warehouse: Warehouse, base_model: str) -> str | None:
-    """The production adapter when it was trained on the same base model (else start from base)."""
+def production_adapter(warehouse: Warehouse, base_model: str) -> str | None:
+    """The production adapter when it was trained on the same base model: the warm start and
+    the champion (else training starts from, and the challenger is compared with, the base)."""
     prod = registry.production_version(warehouse, "style")
     return prod["adapter_uri"] if prod and prod["base_model"] == base_model else None
+
+
+def take_snapshot(warehouse: Warehouse, store: ObjectStore, start: datetime, end: datetime, params: dict, *,
+                  base_model: str, dag_run_id: str, started_at: datetime | None) -> dict:
+    """The snapshot step: build the interval's snapshot, open the run row and return the plan.
+    ``go`` is False (``why`` says why) for an interval already done, a dry run, or too little
+    data (then the run is recorded ``skipped``)."""
+    run_id = run_id_for(start)
+    plan = {"run_id": run_id, "start": start.isoformat(), "end": end.isoformat(), "version": version_for(start),
+            "base_model": base_model}
+    existing = get_run(warehouse, run_id)
+    if existing and existing["status"] in DONE:
+        return {**plan, "go": False, "why": f"run already {existing['status']}"}
+    snap = build_snapshot(warehouse, store, start, end, SnapshotConfig.from_dict(params))
+    plan.update(manifest_uri=snap["uri"], counts=snap["counts"])
+    if params["dry_run"]:
+        return {**plan, "go": False, "why": "dry run"}
+    status, reason = ("skipped", snap["skip_reason"]) if snap["skip_reason"] else ("running", None)
+    record_run(warehouse, run_id, start, end, dag_run_id=dag_run_id, status=status, reason=reason,
+               manifest_uri=snap["uri"], config=dict(params), started_at=started_at,
+               metrics={"snapshot": snap["counts"]})
+    return {**plan, "go": status == "running", "why": reason}
+
+
+def train_config(plan: dict, params: dict, *, home: Path, warm_start: str | None) -> dict:
+    """``training.train_job``'s config. The work dir is per run, so a retried task resumes from
+    its checkpoints; the caches are shared across weeks."""
+    return {
+        "train": {"base_model": plan["base_model"], "steps": params["steps"], "rank": params["rank"],
+                  "resolution": params["resolution"], "warm_start": warm_start, "checkpoint_every": 50},
+        "rating_weighted": params["rating_weighted"], "version": plan["version"],
+        "manifest_uri": plan["manifest_uri"],
+        "work_dir": str(home / "work" / DAG_ID / plan["run_id"]),
+        "cache_dir": str(home / "cache" / "training"),
+    }
+
+
+def eval_config(plan: dict, params: dict, trained: dict, *, home: Path, champion_uri: str | None) -> dict:
+    """``training.evaluate_job``'s config: the new adapter against the champion (None: the base)."""
+    return {"base_model": plan["base_model"], "challenger_uri": trained["adapter_uri"], "champion_uri": champion_uri,
+            "resolution": params["resolution"], "clip_model": params["clip_model"],
+            "cache_dir": str(home / "cache" / "training")}
 
 
 def conclude(warehouse: Warehouse, *, run_id: str, start: datetime, end: datetime, version: str, base_model: str,
@@ -81,3 +140,11 @@ def conclude(warehouse: Warehouse, *, run_id: str, start: datetime, end: datetim
                gpu_seconds=round(gpu, 3), finished_at=now)
     return {"decision": verdict["decision"], "reasons": verdict["reasons"], "version": version,
             "alias": row["alias"], "adapter_uri": row["adapter_uri"]}
+
+
+def conclude_plan(warehouse: Warehouse, plan: dict, train_result: dict, eval_result: dict,
+                  now: datetime | None = None) -> dict:
+    """:func:`conclude` for the plan the snapshot step returned."""
+    return conclude(warehouse, run_id=plan["run_id"], start=datetime.fromisoformat(plan["start"]),
+                    end=datetime.fromisoformat(plan["end"]), version=plan["version"], base_model=plan["base_model"],
+                    manifest_uri=plan["manifest_uri"], train_result=train_result, eval_result=eval_result, now=now)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 
 
 def data_interval(context) -> tuple[datetime, datetime]:
@@ -13,6 +13,62 @@ def data_interval(context) -> tuple[datetime, datetime]:
         return start, end
     run_after = context["dag_run"].run_after
     return run_after, run_after
+
+
+def param_datetime(context, name: str) -> datetime | None:
+    """The Param ``name`` (ISO 8601 date or date-time; UTC unless it carries an offset) as an
+    aware datetime, or None when it is empty. A bad value fails naming the Param."""
+    value = context["params"].get(name)
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"param {name}={value!r} is not an ISO 8601 date or date-time; "
+                         "use e.g. 2026-01-05 or 2026-01-05T03:00:00+00:00") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def param_range(context, start: str, end: str) -> tuple[datetime, datetime] | None:
+    """``[start, end)`` from two Params, or None when neither is set. Setting only one, or an
+    end that is not after the start, fails naming the Params."""
+    low, high = param_datetime(context, start), param_datetime(context, end)
+    if low is None and high is None:
+        return None
+    if low is None or high is None:
+        missing = start if low is None else end
+        raise ValueError(f"param {missing} is not set: give both {start} and {end}, or neither")
+    if high <= low:
+        raise ValueError(f"param {end}={high.isoformat()} must be after {start}={low.isoformat()}")
+    return low, high
+
+
+def interval(context, start: str, end: str | None = None) -> tuple[datetime, datetime]:
+    """The interval a task works on: the run's data interval unless Params override it.
+
+    ``interval(context, "interval_start", "interval_end")``: the two Params' ``[start, end)``.
+    ``interval(context, "week_start")``: the Param names a day; the interval of the DAG's own
+    schedule that began last before that day ended (for a weekly DAG: that day's week)."""
+    if end is not None:
+        return param_range(context, start, end) or data_interval(context)
+    day = param_datetime(context, start)
+    return schedule_interval_of(context["dag"].timetable, day.date()) if day else data_interval(context)
+
+
+def schedule_interval_of(timetable, day: date) -> tuple[datetime, datetime]:
+    """The cron timetable's interval that began last before the end of ``day`` (in the
+    timetable's time zone), so every day of a weekly schedule maps to its own week."""
+    import pendulum
+    from croniter import croniter
+
+    expression = getattr(timetable, "expression", None)
+    if expression is None:
+        raise TypeError(f"{type(timetable).__name__} has no cron expression to take an interval from")
+    tz = timetable.timezone
+    tz = pendulum.timezone(tz) if isinstance(tz, str) else tz
+    day_end = datetime.combine(day + timedelta(days=1), time(), tzinfo=tz)
+    start = croniter(expression, day_end).get_prev(datetime)
+    return start, croniter(expression, start).get_next(datetime)
 
 
 STAGE_START_KEY = "stage_started_at"
