@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
 
 from inference import lexicon
 from sleeve.ids import content_hash
@@ -118,13 +117,6 @@ class LabelResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cache_hit: bool = False
-
-
-class Labeller(Protocol):
-    name: str
-    version: str
-
-    def label_batch(self, songs: list[Song]) -> list[LabelResult]: ...
 
 
 # --- offline labeller ------------------------------------------------------------------------

@@ -41,12 +41,7 @@ def output_location(output_uri: str) -> tuple[ObjectStore, str]:
 def upload_output(output_uri: str, directory: str | Path) -> list[str]:
     """Copy every file below ``directory`` to ``<output_uri>/<relative path>``; returns URIs."""
     store, prefix = output_location(output_uri)
-    uris = []
-    for file in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
-        key = prefix + file.relative_to(directory).as_posix()
-        store.put_file(key, file)
-        uris.append(store.uri(key))
-    return uris
+    return [store.uri(key) for key in store.upload_dir(prefix, directory)]
 
 
 def download_output(uri: str, directory: str | Path) -> Path:

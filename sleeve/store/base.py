@@ -71,11 +71,13 @@ class ObjectStore(ABC):
         return path
 
     def upload_dir(self, prefix: str, directory: str | Path) -> list[str]:
-        """Upload every file below ``directory`` under ``prefix``; returns the keys written."""
+        """Upload every file below ``directory`` under ``prefix`` (a folder-like key prefix, or ''
+        for the root); returns the keys written."""
         directory = Path(directory)
+        folder = prefix.rstrip("/") + "/" if prefix.rstrip("/") else ""
         keys = []
         for file in sorted(p for p in directory.rglob("*") if p.is_file()):
-            key = f"{prefix.rstrip('/')}/{file.relative_to(directory).as_posix()}"
+            key = folder + file.relative_to(directory).as_posix()
             self.put_file(key, file)
             keys.append(key)
         return keys

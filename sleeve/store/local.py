@@ -67,7 +67,3 @@ class LocalStore(ObjectStore):
             return True
         except FileNotFoundError:
             return False
-
-    def local_path(self, key: str) -> Path:
-        """Where the object lives on disk (local store only; lets trainers read in place)."""
-        return self._path(key)

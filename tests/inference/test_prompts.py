@@ -4,8 +4,8 @@ import json
 from datetime import UTC, datetime
 
 from inference.labels import OfflineLabeller
-from inference.prompts import PROMPT_VERSION, build_prompt, caption_manifest, prompt_id, prompt_row
-from sleeve.ids import sha256_bytes, stable_id
+from inference.prompts import PROMPT_VERSION, build_prompt, prompt_id, prompt_row
+from sleeve.ids import stable_id
 from tests.inference.conftest import SONGS
 
 LABELS = {"moods": ["dreamy", "wistful", "calm"], "objects": ["lighthouse", "ocean at night", "gulls", "boat"],
@@ -43,33 +43,3 @@ def test_prompt_row_ids_are_stable_per_song_labeller_and_prompt_version():
     assert row["prompt_id"] != prompt_id("s1", "llm-m-l1") != prompt_id("s1", "offline-1", "p2")
     assert json.loads(row["captions"]) == build_prompt(LABELS).captions
 
-
-def _cover(song_id, store):
-    data = f"png-bytes-{song_id}".encode()
-    key = f"covers/{sha256_bytes(data)}.png"
-    store.put_bytes(key, data)
-    return {"song_id": song_id, "sha256": sha256_bytes(data), "uri": store.uri(key), "created_at": NOW}
-
-
-def test_caption_manifest_is_content_hashed_and_prefers_llm_prompts(warehouse, store):
-    warehouse.upsert("covers", [_cover(s, store) for s in ("a", "b", "c")])
-    offline = build_prompt(LABELS)
-    llm = build_prompt({**LABELS, "objects": ["moon"]})
-    warehouse.upsert("prompts", [
-        prompt_row("a", "offline-1", offline, NOW), prompt_row("a", "llm-m-l1", llm, NOW),
-        prompt_row("b", "offline-1", offline, NOW),  # c has a cover but no prompt: left out
-        prompt_row("z", "offline-1", offline, NOW),  # z has a prompt but no cover: left out
-    ])
-    uri, rows = caption_manifest(warehouse, store)
-    assert [r["song_id"] for r in rows] == ["a", "b"]
-    assert rows[0]["labeller_version"] == "llm-m-l1" and rows[0]["captions"] == llm.captions
-    assert rows[1]["captions"] == offline.captions and rows[1]["image_uri"].startswith(store.url)
-    key = uri.removeprefix(store.url + "/")
-    data = store.get_bytes(key)
-    assert key == f"manifests/captions/{sha256_bytes(data)}.jsonl"
-    assert [json.loads(line) for line in data.decode().splitlines()] == rows
-
-    assert caption_manifest(warehouse, store) == (uri, rows)  # same data, same immutable object
-    only_b, rows_b = caption_manifest(warehouse, store, song_ids=["b"])
-    assert [r["song_id"] for r in rows_b] == ["b"] and only_b != uri
-    assert caption_manifest(warehouse, store, prompt_version="p-none")[1] == []

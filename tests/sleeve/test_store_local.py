@@ -60,3 +60,18 @@ def test_open_uri_round_trip(tmp_path):
     assert other.get_bytes(key) == b"{}"
     with pytest.raises(StoreError):
         open_store("s3://x")
+
+
+def test_job_output_folders_upload_and_download(tmp_path):
+    from sleeve.jobs import download_output, upload_output
+
+    store = open_store(f"file://{tmp_path / 'store'}")
+    src = tmp_path / "adapter"
+    (src / "sub").mkdir(parents=True)
+    (src / "weights.bin").write_bytes(b"w")
+    (src / "sub" / "card.md").write_text("card")
+    uris = upload_output(store.uri("models/v1"), src)
+    assert uris == [store.uri("models/v1/sub/card.md"), store.uri("models/v1/weights.bin")]
+    assert store.upload_dir("", src) == ["sub/card.md", "weights.bin"]  # the store's root as prefix
+    back = download_output(store.uri("models/v1"), tmp_path / "back")
+    assert (back / "sub" / "card.md").read_text() == "card" and (back / "weights.bin").read_bytes() == b"w"
