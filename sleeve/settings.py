@@ -31,6 +31,10 @@ def _choice(env: dict, name: str, default: str, allowed: tuple[str, ...]) -> str
     return value
 
 
+def _text(env: dict, name: str, default: str) -> str:
+    return env.get(name, "").strip() or default
+
+
 def _positive_int(env: dict, name: str, default: int) -> int:
     raw = env.get(name, str(default)).strip()
     try:
@@ -44,18 +48,21 @@ def _positive_int(env: dict, name: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class Settings:
+    """The validated settings. A field's default is that setting's embedded default, written
+    only here; ``load_settings`` reads the environment over it."""
+
     home: Path
+    store_url: str = ""  # empty: the directory store_dir under home
+    base_model: str = ""  # empty: the tiny SDXL at tiny_model_dir under home
     warehouse: str = "duckdb"
     bq_project: str = ""
     bq_dataset: str = ""
     bq_location: str = "US"
-    store_url: str = ""
     notifier: str = "outbox"
     slack_channel: str = ""
     labeller: str = "offline"
     llm_base_url: str = ""
     llm_model: str = ""
-    base_model: str = ""
     gpu_executor: str = "local"
     gpu_slots: int = 1
     torch_threads: int = 1
@@ -63,7 +70,7 @@ class Settings:
     k8s_namespace: str = "default"
     gen_size: int = 64  # generated image side in px (tiny model); SDXL: SLEEVE_GEN_SIZE=1024
     gen_steps: int = 4  # sampling steps per image; SDXL: SLEEVE_GEN_STEPS=30
-    # crawl_songs (issue 3): source, endpoints, politeness
+    # crawl_songs: source, endpoints, politeness
     crawl_source: str = "sample"
     musicbrainz_url: str = "https://musicbrainz.org"
     coverart_url: str = "https://coverartarchive.org"
@@ -72,8 +79,14 @@ class Settings:
     crawl_rate: float = 1.0  # requests/s per host
     crawl_workers: int = 4  # requests in flight across hosts
     crawl_obey_robots: bool = True
-    pii_key: str = field(default="", repr=False)
-    extra: dict = field(default_factory=dict, compare=False)
+    # Keys the email hash. The default suits the offline demo only; production sets a secret.
+    pii_key: str = field(default="sleeve-local-demo-key", repr=False)
+
+    def __post_init__(self):
+        if not self.store_url:
+            object.__setattr__(self, "store_url", f"file://{self.store_dir}")
+        if not self.base_model:
+            object.__setattr__(self, "base_model", str(self.tiny_model_dir))
 
     # Embedded-default locations under SLEEVE_HOME.
     @property
@@ -104,19 +117,18 @@ CRAWL_SOURCES = ("sample", "musicbrainz", "melon")
 
 def _crawl_settings(env: dict) -> dict:
     """SLEEVE_CRAWL_* / endpoint settings for crawl_songs, validated."""
-    source = _choice(env, "SLEEVE_CRAWL_SOURCE", "sample", CRAWL_SOURCES)
+    source = _choice(env, "SLEEVE_CRAWL_SOURCE", Settings.crawl_source, CRAWL_SOURCES)
     urls = {}
-    for name, key, default in (("SLEEVE_MUSICBRAINZ_URL", "musicbrainz_url", "https://musicbrainz.org"),
-                               ("SLEEVE_COVERART_URL", "coverart_url", "https://coverartarchive.org"),
-                               ("SLEEVE_MELON_URL", "melon_url", "https://www.melon.com")):
-        urls[key] = (env.get(name, "").strip() or default).rstrip("/")
+    for key in ("musicbrainz_url", "coverart_url", "melon_url"):
+        name = f"SLEEVE_{key.upper()}"
+        urls[key] = _text(env, name, getattr(Settings, key)).rstrip("/")
         if not urls[key].startswith(("http://", "https://")):
             raise SettingsError(f"{name}={urls[key]!r} must start with http:// or https://")
-    contact = env.get("SLEEVE_CRAWL_CONTACT", "").strip()
+    contact = _text(env, "SLEEVE_CRAWL_CONTACT", Settings.crawl_contact)
     if source in ("musicbrainz", "melon") and not contact:
         raise SettingsError(f"SLEEVE_CRAWL_SOURCE={source} needs SLEEVE_CRAWL_CONTACT (an email or URL for the "
                             "User-Agent, required by the MusicBrainz API policy), e.g. ops@example.com")
-    raw = env.get("SLEEVE_CRAWL_RATE", "1").strip()
+    raw = env.get("SLEEVE_CRAWL_RATE", str(Settings.crawl_rate)).strip()
     try:
         rate = float(raw)
     except ValueError:
@@ -125,11 +137,11 @@ def _crawl_settings(env: dict) -> dict:
     if not 0 < rate <= cap:
         raise SettingsError(f"SLEEVE_CRAWL_RATE={rate} is out of range: MusicBrainz allows at most 1 request/s "
                             f"per host, other sources at most 10; set a value in (0, {cap:g}]")
-    obey = env.get("SLEEVE_CRAWL_OBEY_ROBOTS", "true").strip().lower()
+    obey = env.get("SLEEVE_CRAWL_OBEY_ROBOTS", str(Settings.crawl_obey_robots)).strip().lower()
     if obey not in ("true", "false", "1", "0", "yes", "no"):
         raise SettingsError(f"SLEEVE_CRAWL_OBEY_ROBOTS={obey!r} must be true or false")
     return {"crawl_source": source, **urls, "crawl_contact": contact, "crawl_rate": rate,
-            "crawl_workers": _positive_int(env, "SLEEVE_CRAWL_WORKERS", 4),
+            "crawl_workers": _positive_int(env, "SLEEVE_CRAWL_WORKERS", Settings.crawl_workers),
             "crawl_obey_robots": obey in ("true", "1", "yes")}
 
 
@@ -138,9 +150,9 @@ def load_settings(env: dict | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     home = Path(env.get("SLEEVE_HOME", "./.sleeve")).expanduser().resolve()
 
-    warehouse = _choice(env, "SLEEVE_WAREHOUSE", "duckdb", WAREHOUSES)
-    bq_project = env.get("SLEEVE_BQ_PROJECT", "").strip()
-    bq_dataset = env.get("SLEEVE_BQ_DATASET", "").strip()
+    warehouse = _choice(env, "SLEEVE_WAREHOUSE", Settings.warehouse, WAREHOUSES)
+    bq_project = _text(env, "SLEEVE_BQ_PROJECT", Settings.bq_project)
+    bq_dataset = _text(env, "SLEEVE_BQ_DATASET", Settings.bq_dataset)
     if warehouse == "bigquery":
         for name, value in (("SLEEVE_BQ_PROJECT", bq_project), ("SLEEVE_BQ_DATASET", bq_dataset)):
             if not value:
@@ -149,14 +161,14 @@ def load_settings(env: dict | None = None) -> Settings:
                     "or unset SLEEVE_WAREHOUSE to use the embedded DuckDB warehouse"
                 )
 
-    store_url = env.get("SLEEVE_STORE_URL", "").strip() or f"file://{home / 'store'}"
+    store_url = _text(env, "SLEEVE_STORE_URL", Settings.store_url)
     if store_url.startswith("gs://"):
         if not store_url.removeprefix("gs://").split("/", 1)[0]:
             raise SettingsError(f"SLEEVE_STORE_URL={store_url!r} names no bucket; use gs://BUCKET[/prefix]")
     elif store_url.startswith("file://"):
         if not store_url.removeprefix("file://").startswith("/"):
             raise SettingsError(f"SLEEVE_STORE_URL={store_url!r} must be an absolute path: file:///abs/path")
-    else:
+    elif store_url:
         raise SettingsError(
             f"SLEEVE_STORE_URL={store_url!r} is not supported; use file:///abs/path or gs://BUCKET[/prefix]"
         )
@@ -164,18 +176,18 @@ def load_settings(env: dict | None = None) -> Settings:
     # Slack credentials, the channel and the LLM endpoint may live in Airflow Connections
     # (sleeve_slack, sleeve_llm), which this plain module cannot read: the hooks check them and
     # name the missing piece when they are first used.
-    notifier = _choice(env, "SLEEVE_NOTIFIER", "outbox", NOTIFIERS)
-    slack_channel = env.get("SLEEVE_SLACK_CHANNEL", "").strip()
-    labeller = _choice(env, "SLEEVE_LABELLER", "offline", LABELLERS)
-    llm_base_url = env.get("SLEEVE_LLM_BASE_URL", "").strip()
-    llm_model = env.get("SLEEVE_LLM_MODEL", "").strip()
+    notifier = _choice(env, "SLEEVE_NOTIFIER", Settings.notifier, NOTIFIERS)
+    slack_channel = _text(env, "SLEEVE_SLACK_CHANNEL", Settings.slack_channel)
+    labeller = _choice(env, "SLEEVE_LABELLER", Settings.labeller, LABELLERS)
+    llm_base_url = _text(env, "SLEEVE_LLM_BASE_URL", Settings.llm_base_url)
+    llm_model = _text(env, "SLEEVE_LLM_MODEL", Settings.llm_model)
     if llm_base_url and not llm_base_url.startswith(("http://", "https://")):
         raise SettingsError(f"SLEEVE_LLM_BASE_URL={llm_base_url!r} must start with http:// or https://")
 
-    base_model = env.get("SLEEVE_BASE_MODEL", "").strip() or str(home / "models" / "tiny-sdxl")
+    base_model = _text(env, "SLEEVE_BASE_MODEL", Settings.base_model)
 
-    gpu_executor = _choice(env, "SLEEVE_GPU_EXECUTOR", "local", GPU_EXECUTORS)
-    gpu_image = env.get("SLEEVE_GPU_IMAGE", "").strip()
+    gpu_executor = _choice(env, "SLEEVE_GPU_EXECUTOR", Settings.gpu_executor, GPU_EXECUTORS)
+    gpu_image = _text(env, "SLEEVE_GPU_IMAGE", Settings.gpu_image)
     if gpu_executor == "kubernetes" and not gpu_image:
         raise SettingsError(
             "SLEEVE_GPU_EXECUTOR=kubernetes needs SLEEVE_GPU_IMAGE (the GPU worker image, e.g. "
@@ -187,7 +199,7 @@ def load_settings(env: dict | None = None) -> Settings:
         warehouse=warehouse,
         bq_project=bq_project,
         bq_dataset=bq_dataset,
-        bq_location=env.get("SLEEVE_BQ_LOCATION", "US").strip() or "US",
+        bq_location=_text(env, "SLEEVE_BQ_LOCATION", Settings.bq_location),
         store_url=store_url.rstrip("/"),
         notifier=notifier,
         slack_channel=slack_channel,
@@ -196,14 +208,13 @@ def load_settings(env: dict | None = None) -> Settings:
         llm_model=llm_model,
         base_model=base_model,
         gpu_executor=gpu_executor,
-        gpu_slots=_positive_int(env, "SLEEVE_GPU_SLOTS", 1),
-        torch_threads=_positive_int(env, "SLEEVE_TORCH_THREADS", 1),
+        gpu_slots=_positive_int(env, "SLEEVE_GPU_SLOTS", Settings.gpu_slots),
+        torch_threads=_positive_int(env, "SLEEVE_TORCH_THREADS", Settings.torch_threads),
         gpu_image=gpu_image,
-        k8s_namespace=env.get("SLEEVE_K8S_NAMESPACE", "").strip() or "default",
-        gen_size=_positive_int(env, "SLEEVE_GEN_SIZE", 64),
-        gen_steps=_positive_int(env, "SLEEVE_GEN_STEPS", 4),
-        # Keys the email hash. The default suits the offline demo only; production sets a secret.
-        pii_key=env.get("SLEEVE_PII_KEY", "") or "sleeve-local-demo-key",
+        k8s_namespace=_text(env, "SLEEVE_K8S_NAMESPACE", Settings.k8s_namespace),
+        gen_size=_positive_int(env, "SLEEVE_GEN_SIZE", Settings.gen_size),
+        gen_steps=_positive_int(env, "SLEEVE_GEN_STEPS", Settings.gen_steps),
+        pii_key=env.get("SLEEVE_PII_KEY") or Settings.pii_key,
         **_crawl_settings(env),
     )
 

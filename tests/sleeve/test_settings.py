@@ -1,6 +1,6 @@
 import pytest
 
-from sleeve.settings import SettingsError, load_settings
+from sleeve.settings import Settings, SettingsError, load_settings
 
 
 def test_defaults_work_offline(tmp_path):
@@ -10,6 +10,11 @@ def test_defaults_work_offline(tmp_path):
     assert s.store_url == f"file://{tmp_path / 'store'}"
     assert s.base_model == str(tmp_path / "models" / "tiny-sdxl")
     assert s.gpu_executor == "local" and s.gpu_slots == 1
+
+
+def test_embedded_defaults_are_the_dataclass_defaults(tmp_path):
+    """Each default is written once, on the Settings field: an empty environment gives exactly those."""
+    assert load_settings({"SLEEVE_HOME": str(tmp_path)}) == Settings(home=tmp_path.resolve())
 
 
 @pytest.mark.parametrize(
