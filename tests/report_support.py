@@ -1,4 +1,4 @@
-"""Test support for the weekly report (issue 8): a fast private SLEEVE_HOME and a seeded week.
+"""Test support for the weekly report: a fast private SLEEVE_HOME and a seeded week.
 
 ``sleeve_env`` migrates a fresh DuckDB per test (seconds on a busy machine); the report tests
 copy one migrated file instead, so they stay well inside their time budget."""

@@ -5,8 +5,8 @@ same code reads ``file://`` and ``gs://`` objects. :class:`TensorCache` stores l
 embeddings on local disk under a key derived from content (image sha256 / caption text + base
 model + resolution), so next week's run reuses every latent of an image it has seen before.
 
-DreamBooth (issue 6) builds ``Example(..., is_prior=True)`` for class images and passes them as
-``class_examples`` to :func:`training.trainer.train_lora`.
+DreamBooth (:mod:`training.dreambooth`) builds ``Example(..., is_prior=True)`` for class images
+and passes them as ``class_examples`` to :func:`training.trainer.train_lora`.
 """
 
 from __future__ import annotations

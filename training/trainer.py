@@ -1,6 +1,6 @@
 """The one LoRA training loop (style LoRA every week, DreamBooth per user), as functions.
 
-API (issue 6 builds DreamBooth on this; there is no second loop)::
+API (DreamBooth is built on it too; there is no second loop)::
 
     from training.dataset import Example
     from training.trainer import TrainConfig, train_lora

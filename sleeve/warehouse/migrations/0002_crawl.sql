@@ -1,4 +1,4 @@
--- Crawl bookkeeping (issue 3): a per-item ledger that makes crawls resumable and their stats
+-- Crawl bookkeeping: a per-item ledger that makes crawls resumable and their stats
 -- exact, and a quarantine for bad input. BigQuery dialect; re-runnable.
 
 -- One row per item of a crawl run: what happened to it. A work item (a Melon song, a

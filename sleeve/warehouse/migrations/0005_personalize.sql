@@ -1,4 +1,4 @@
--- Personalised covers (issue 6): one row per DreamBooth request, its state visible in the
+-- Personalised covers: one row per DreamBooth request, its state visible in the
 -- warehouse, and an append-only audit of "forget me" deletions.
 
 -- @key personalization_requests: request_id

@@ -1,4 +1,4 @@
--- Batch generation (issue 7). Per-request overrides of the generation settings (NULL: the
+-- Batch generation. Per-request overrides of the generation settings (NULL: the
 -- DAG's defaults) and the data interval of the batch_generate run that generated the request:
 -- a re-run of that interval selects the same requests again (and finds their images stored),
 -- while other intervals leave them alone.

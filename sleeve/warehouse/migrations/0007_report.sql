@@ -1,4 +1,4 @@
--- Weekly report (issue 8): task failures recorded by the failure callback (Airflow 3 tasks
+-- Weekly report: task failures recorded by the failure callback (Airflow 3 tasks
 -- cannot read Airflow's metadata DB), and what the notifier delivered per week.
 
 -- @key task_failures: dag_id, task_id, run_id, try_number
