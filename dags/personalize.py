@@ -82,7 +82,7 @@ def personalize():
             return [row["request_id"]]
         return collect_requests(warehouse, request_ids=list(params["request_ids"]) or None)
 
-    @task(retries=0, max_active_tis_per_dag=get_settings().gpu_slots, **gpu_task_kwargs())
+    @task(retries=0, multiple_outputs=False, max_active_tis_per_dag=get_settings().gpu_slots, **gpu_task_kwargs())
     def personalize_request(request_id: str, params: dict) -> dict:
         """Train and render one request. Its failure is recorded on the request row and fails
         this branch only (clear it to retry); the other requests carry on."""
@@ -107,7 +107,7 @@ def personalize():
         log.info("request %s: %s", request_id, {k: v for k, v in result.items() if k != "request_id"})
         return result
 
-    @task(trigger_rule="all_done", outlets=[IMAGES])
+    @task(multiple_outputs=False, trigger_rule="all_done", outlets=[IMAGES])
     def record_stats(request_ids: list[str], **context) -> dict:
         import pendulum
         from sleeve_airflow.context import data_interval, stage_started_at
