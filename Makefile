@@ -47,6 +47,7 @@ rollback: setup
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff check --select AIR --preview dags plugins  # incl. Airflow rules still in preview
 
 test: setup lint
 	$(BIN)/python -m pytest -q

@@ -70,11 +70,8 @@ def batch_generate():
 
         mark_stage_start(context)
         start, end = data_interval(context)
-        settings = get_settings()
         return plan_run(WarehouseHook().warehouse, ObjectStoreHook().store, context["params"], start=start, end=end,
-                        backfill_range=param_range(context, "backfill_from", "backfill_to"),
-                        base_model=settings.base_model,
-                        defaults={"width": settings.gen_size, "height": settings.gen_size, "steps": settings.gen_steps})
+                        backfill_range=param_range(context, "backfill_from", "backfill_to"), settings=get_settings())
 
     @task(multiple_outputs=False, max_active_tis_per_dag=get_settings().gpu_slots, **gpu_task_kwargs())
     def generate(shard: dict, **context) -> dict:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from sleeve.ids import content_hash, stable_id
 from sleeve.jobs import RESULT_NAME
+from sleeve.settings import Settings
 from sleeve.stages import record_stage
 from sleeve.store import ObjectStore, read_json, write_json
 from sleeve.warehouse import Warehouse
@@ -182,9 +183,10 @@ def plan_key(start: datetime, params: dict) -> str:
 
 
 def plan_run(warehouse: Warehouse, store: ObjectStore, params: dict, *, start: datetime, end: datetime,
-             backfill_range: tuple[datetime, datetime] | None, base_model: str, defaults: dict) -> list[dict]:
+             backfill_range: tuple[datetime, datetime] | None, settings: Settings) -> list[dict]:
     """The plan step: create the backfill's requests (``mode=backfill``), select the run's
-    requests, write their shard manifests and the plan; returns the shards to generate."""
+    requests, write their shard manifests and the plan; returns the shards to generate.
+    Requests without their own size or steps get ``SLEEVE_GEN_SIZE`` / ``SLEEVE_GEN_STEPS``."""
     request_ids, backfill = None, None
     if params["mode"] == "backfill":
         date_from, date_to = backfill_range or (None, None)
@@ -195,7 +197,8 @@ def plan_run(warehouse: Warehouse, store: ObjectStore, params: dict, *, start: d
         request_ids = backfill["request_ids"]
     requests = select_requests(warehouse, start, end, kinds=params.get("kinds") or DEFAULT_KINDS,
                                request_ids=request_ids, limit=params["max_requests"])
-    planned = plan_shards(warehouse, store, requests, base_model=base_model, defaults=defaults,
+    defaults = {"width": settings.gen_size, "height": settings.gen_size, "steps": settings.gen_steps}
+    planned = plan_shards(warehouse, store, requests, base_model=settings.base_model, defaults=defaults,
                           shard_size=params["shard_size"])
     write_json(store, plan_key(start, params), {
         "request_ids": [r["request_id"] for r in requests], "failed": planned["failed"],
