@@ -16,7 +16,7 @@
   `clip_model` (a CLIP hub id or folder) adds a CLIP score per model; empty skips it.
 - **conclude**: the gate's rules decide promote/keep; the version is registered in
   `model_versions` and promoted atomically (or rejected); `training_runs` gets the status,
-  metrics, decision, reasons and GPU seconds. `python -m training.registry rollback` undoes a
+  metrics, decision, reasons and GPU seconds. `python -m sleeve.registry rollback` undoes a
   promotion.
 - **Idempotent**: a run already `trained`/`skipped` for the interval trains nothing again;
   a retried train task reuses a finished adapter and resumes from its checkpoints.
@@ -138,8 +138,8 @@ def weekly_retrain():
         from sleeve_airflow.gpu import run_gpu_job
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
 
+        from sleeve.registry import production_version
         from sleeve.settings import get_settings
-        from training.registry import production_version
         from training.weekly import fail_run
 
         prod = production_version(WarehouseHook().warehouse)

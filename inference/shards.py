@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sleeve.ids import content_hash, stable_id
+from sleeve.registry import get_version, production_version
 from sleeve.stages import record_stage
 from sleeve.store import ObjectStore, read_json, write_json
 from sleeve.warehouse import Warehouse
@@ -95,8 +96,6 @@ def create_backfill(warehouse: Warehouse, *, created_at: datetime, date_from: da
 
 def _production(warehouse: Warehouse) -> dict:
     """The production style model, or the base model alone when none is registered."""
-    from training.registry import production_version
-
     row = production_version(warehouse, kind="style")
     return row if row else {"version": BASE_VERSION}
 
@@ -114,8 +113,6 @@ def resolve_model(warehouse: Warehouse, version: str | None, base_model: str, *,
     elif version == BASE_VERSION:
         row = {"version": BASE_VERSION}
     else:
-        from training.registry import get_version
-
         row = get_version(warehouse, version)
         if not row:
             raise LookupError(f"unknown model version {version!r}")

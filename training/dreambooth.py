@@ -221,7 +221,7 @@ def run_request(warehouse: Warehouse, store: ObjectStore, request_id: str, *, ba
     ``run_job(module, manifest_uri=, config=, output_uri=) -> result`` is the GPU launcher.
     A finished request returns at once: re-runs never retrain."""
     from inference.shards import image_rows, resolve_model
-    from training.registry import register
+    from sleeve.registry import register
 
     rows = warehouse.query("SELECT * FROM personalization_requests WHERE request_id = @id", {"id": request_id})
     if not rows:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from sleeve import registry
 from sleeve.ids import stable_id
 from sleeve.warehouse import Warehouse
-from training import registry
 from training.gate import GateRules, decide
 
 DAG_ID = "weekly_retrain"
