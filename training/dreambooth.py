@@ -18,15 +18,14 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 
 from sleeve.ids import content_hash, sha256_bytes, stable_id
+from sleeve.keys import adapter_prefix, check_user_id, personalize_prefix, uploads_prefix
 from sleeve.store import ObjectStore, read_json, write_json
 from sleeve.warehouse import Warehouse
 from training.photos import (
     PhotoError,
     PhotoLimits,
-    check_user_id,
     read_uploads,
     store_photos,
-    user_prefix,
     validate_photos,
 )
 
@@ -127,7 +126,7 @@ def submit_request(warehouse: Warehouse, store: ObjectStore, user_id: str, photo
         row["photo_uris"] = json.dumps(store_photos(store, user_id, normalised))
         if is_uris:  # originals may carry EXIF (GPS): drop the ones kept in the user's upload area
             for uri in photos:
-                if uri.startswith(store.url + "/" + user_prefix(user_id) + "uploads/"):
+                if uri.startswith(store.url + "/" + uploads_prefix(user_id)):
                     store.delete(uri[len(store.url) + 1:])
     warehouse.upsert("personalization_requests", [row])
     return row
@@ -165,10 +164,6 @@ def ensure_class_images(store: ObjectStore, base_model: str, class_noun: str, co
 
 
 # --- one request, end to end (the DAG's mapped task calls this) ----------------------------
-
-def adapter_prefix(user_id: str, request_id: str) -> str:
-    return f"{user_prefix(user_id)}adapters/{request_id}"
-
 
 def model_version_for(request_id: str) -> str:
     return f"dreambooth-{request_id}"
@@ -231,7 +226,7 @@ def run_request(warehouse: Warehouse, store: ObjectStore, request_id: str, *, ba
         return {"request_id": request_id, "status": req["status"], "trained": False, "images": req["images"] or 0}
     now = now or datetime.now(UTC)
     user_id, version = req["user_id"], model_version_for(request_id)
-    base = f"{user_prefix(user_id)}personalize/{request_id}/"
+    base = personalize_prefix(user_id, request_id)
     gpu_seconds = float(req["gpu_seconds"] or 0.0)
     trained_now = False
 
