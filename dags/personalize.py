@@ -38,7 +38,7 @@ from sleeve.settings import get_settings
 log = logging.getLogger(__name__)
 
 DAG_ID, STAGE = "personalize", "personalize"
-GPU_TASK = {"max_active_tis_per_dag": get_settings().gpu_slots, **gpu_task_kwargs()}
+GPU_TASK_KWARGS = {"max_active_tis_per_dag": get_settings().gpu_slots, **gpu_task_kwargs()}
 
 
 def _params() -> dict:
@@ -112,7 +112,7 @@ def personalize():
             return [row["request_id"]]
         return collect_requests(warehouse, request_ids=list(params["request_ids"]) or None)
 
-    @task(multiple_outputs=False, **GPU_TASK)
+    @task(multiple_outputs=False, **GPU_TASK_KWARGS)
     def class_images(request_id: str, **context) -> dict:
         """Prior-preservation images: cached, or made now on the base model. A finished request
         skips its whole branch here."""
@@ -135,7 +135,7 @@ def personalize():
                                   defaults=priors.defaults, prefix=priors.prefix)
             return priors.record(store, _generate(planned["shards"], store.url))
 
-    @task(multiple_outputs=False, **GPU_TASK)
+    @task(multiple_outputs=False, **GPU_TASK_KWARGS)
     def train(request_id: str, priors: dict, **context) -> dict:
         """The user's DreamBooth-LoRA; an adapter trained before (or by an earlier try) is reused."""
         from sleeve_airflow.gpu import run_gpu_job
@@ -165,7 +165,7 @@ def personalize():
         with recording_failure(warehouse, request_id):
             return register_adapter(warehouse, store, request_id, trained)
 
-    @task(multiple_outputs=False, **GPU_TASK)
+    @task(multiple_outputs=False, **GPU_TASK_KWARGS)
     def render(request_id: str, version: str, **context) -> dict:
         """The covers with the user's adapter ``version``, planned and generated as batch_generate does."""
         from inference.shards import plan_shards
