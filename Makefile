@@ -43,7 +43,7 @@ airflow: setup
 	$(BIN)/airflow $(ARGS)
 
 rollback: setup
-	$(BIN)/python -m training.registry rollback
+	$(BIN)/python -m sleeve.registry rollback
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -16,7 +16,7 @@
   `clip_model` (a CLIP hub id or folder) adds a CLIP score per model; empty skips it.
 - **conclude**: the gate's rules decide promote/keep; the version is registered in
   `model_versions` and promoted atomically (or rejected); `training_runs` gets the status,
-  metrics, decision, reasons and GPU seconds. `python -m training.registry rollback` undoes a
+  metrics, decision, reasons and GPU seconds. `python -m sleeve.registry rollback` undoes a
   promotion.
 - **Idempotent**: a run already `trained`/`skipped` for the interval trains nothing again;
   a retried train task reuses a finished adapter and resumes from its checkpoints.

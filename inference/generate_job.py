@@ -2,7 +2,7 @@
 
     python -m inference.generate_job --manifest URI --config JSON --output URI
 
-Manifest (written by :func:`inference.shards.write_shard_manifest`)::
+Manifest (written by :func:`inference.shards.plan_shards`)::
 
     {"model": {"version": "v12" | "base", "base_model": "<path or hub id>",
                "adapters": [{"uri": "gs://.../pytorch_lora_weights.safetensors", "weight": 1.0}]},

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sleeve.ids import sha256_bytes, stable_id
+from sleeve.keys import image_record_key
 from sleeve.store import ObjectStore, open_uri, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -231,10 +232,6 @@ def thumbnail(data: bytes, size: int) -> bytes:
     return buf.getvalue()
 
 
-def record_key(image_id_: str) -> str:
-    return f"images/by-id/{image_id_}.json"
-
-
 class CoverGenerator:
     """A loaded pipeline (base model + adapters) that turns requests into stored images."""
 
@@ -320,7 +317,7 @@ class CoverGenerator:
                 result.failed.append({"request_id": req.request_id, "reason": reason})
                 continue
             for job in expand(req, self.defaults):
-                key = record_key(image_id(job.request_id, job.image_index, self.model_version))
+                key = image_record_key(image_id(job.request_id, job.image_index, self.model_version))
                 if store.exists(key):
                     result.images.append({**read_json(store, key), "status": "existing"})
                 else:
@@ -352,7 +349,7 @@ class CoverGenerator:
             "model_version": self.model_version, "uri": store.uri(key), "thumb_uri": store.uri(thumb_key),
             "sha256": sha, "width": image.width, "height": image.height, "steps": job.steps,
         }
-        write_json(store, record_key(iid), record)  # last: its presence means the image is stored
+        write_json(store, image_record_key(iid), record)  # last: its presence means the image is stored
         return record
 
 

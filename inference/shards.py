@@ -5,6 +5,8 @@ record:  result manifests -> ``images`` rows + ``generation_requests`` status + 
 
 :func:`plan_run`, :func:`job_config` and :func:`record_run` are the DAG's three steps; the run's
 plan (its requests, failures and backfill) lives in the store at :func:`plan_key`.
+``personalize`` renders its covers (and DreamBooth class images) through the same
+``plan_shards`` / ``record_images`` path, under the user's store prefix.
 
 Selection is keyed by the data interval: a run takes requests created before its interval end
 that are still pending, plus those it generated before (``batch_interval_start``), so a re-run
@@ -19,6 +21,7 @@ from datetime import UTC, datetime
 
 from sleeve.ids import content_hash, stable_id
 from sleeve.jobs import RESULT_NAME
+from sleeve.registry import get_version, production_version
 from sleeve.settings import Settings
 from sleeve.stages import record_stage
 from sleeve.store import ObjectStore, read_json, write_json
@@ -32,7 +35,8 @@ BASE_VERSION = "base"
 
 _SELECT = """
 SELECT r.request_id, r.song_id, r.prompt_id, r.kind, r.num_images, r.model_version, r.seed, r.width,
-       r.height, r.steps, r.created_at, p.positive, p.negative, p.prompt_version, p.prompt_id AS found_prompt
+       r.height, r.steps, r.created_at, p.positive, p.negative, p.prompt_version,
+       p.prompt_id IS NOT NULL AS prompt_found
 FROM generation_requests AS r LEFT JOIN prompts AS p ON p.prompt_id = r.prompt_id
 """
 
@@ -100,17 +104,15 @@ def create_backfill(warehouse: Warehouse, *, created_at: datetime, date_from: da
 
 def _production(warehouse: Warehouse) -> dict:
     """The production style model, or the base model alone when none is registered."""
-    from training.registry import production_version
-
     row = production_version(warehouse, kind="style")
     return row if row else {"version": BASE_VERSION}
 
 
 def resolve_model(warehouse: Warehouse, version: str | None, base_model: str, *, style_weight: float = 1.0,
-                  cache: dict | None = None) -> dict:
+                  combine_style: bool = True, cache: dict | None = None) -> dict:
     """The model spec of a shard manifest for a request's ``model_version`` (None = production
-    now). A DreamBooth adapter is combined with the production style LoRA, if any. Raises
-    LookupError for an unknown version."""
+    now). A DreamBooth adapter is combined with the production style LoRA, if any and if
+    ``combine_style``. Raises LookupError for an unknown version."""
     cache = {} if cache is None else cache
     if version in cache:
         return cache[version]
@@ -119,15 +121,13 @@ def resolve_model(warehouse: Warehouse, version: str | None, base_model: str, *,
     elif version == BASE_VERSION:
         row = {"version": BASE_VERSION}
     else:
-        from training.registry import get_version
-
         row = get_version(warehouse, version)
         if not row:
             raise LookupError(f"unknown model version {version!r}")
     spec = {"version": row["version"], "base_model": row.get("base_model") or base_model, "adapters": []}
     if row.get("adapter_uri"):
         spec["adapters"].append({"uri": row["adapter_uri"], "weight": 1.0})
-    if row.get("kind") == "dreambooth":
+    if row.get("kind") == "dreambooth" and combine_style:
         style = _production(warehouse)
         if style.get("adapter_uri"):
             spec["adapters"].append({"uri": style["adapter_uri"], "weight": style_weight})
@@ -145,19 +145,21 @@ def manifest_request(row: dict) -> dict:
 
 
 def plan_shards(warehouse: Warehouse, store: ObjectStore, requests: list[dict], *, base_model: str,
-                defaults: dict, shard_size: int = 16, style_weight: float = 1.0) -> dict:
+                defaults: dict, shard_size: int = 16, style_weight: float = 1.0, combine_style: bool = True,
+                prefix: str = "generate/") -> dict:
     """Group requests by model and cut them into shards of ``shard_size`` requests; write each
-    shard manifest content-addressed (same requests + model -> same manifest and output URI).
-    Requests that cannot be planned (missing prompt, unknown model) come back in ``failed``."""
+    shard manifest content-addressed under ``prefix`` (same requests + model -> same manifest
+    and output URI). Requests that cannot be planned (missing prompt, unknown model) come back
+    in ``failed``."""
     failed, by_model, specs = [], {}, {}
     cache: dict = {}
     for row in requests:
-        if row.get("found_prompt") is None:
+        if not row.get("prompt_found"):
             failed.append({"request_id": row["request_id"], "reason": f"prompt {row.get('prompt_id')!r} not found"})
             continue
         try:
             spec = resolve_model(warehouse, row.get("model_version"), base_model, style_weight=style_weight,
-                                 cache=cache)
+                                 combine_style=combine_style, cache=cache)
         except LookupError as exc:
             failed.append({"request_id": row["request_id"], "reason": str(exc)})
             continue
@@ -169,9 +171,9 @@ def plan_shards(warehouse: Warehouse, store: ObjectStore, requests: list[dict], 
             manifest = {"kind": "sleeve.generate.shard/v1", "model": specs[version], "defaults": defaults,
                         "requests": rows[i:i + shard_size]}
             digest = content_hash(manifest)
-            key = f"generate/manifests/{digest[:2]}/{digest}.json"
+            key = f"{prefix}manifests/{digest[:2]}/{digest}.json"
             write_json(store, key, manifest, create_only=True)
-            shards.append({"manifest_uri": store.uri(key), "output_uri": store.uri(f"generate/results/{digest}"),
+            shards.append({"manifest_uri": store.uri(key), "output_uri": store.uri(f"{prefix}results/{digest}"),
                            "model_version": version, "requests": len(manifest["requests"])})
     return {"shards": shards, "failed": failed}
 
@@ -229,22 +231,24 @@ def record_run(warehouse: Warehouse, store: ObjectStore, params: dict, *, start:
                           extra_stats=extra, started_at=started_at)
 
 
-def record_results(warehouse: Warehouse, store: ObjectStore, *, requests: list[dict], results: list[dict],
-                   plan_failed: list[dict], start: datetime, end: datetime, extra_stats: dict | None = None,
-                   started_at: datetime | None = None) -> dict:
-    """Upsert ``images`` rows and the requests' status from the shards' result manifests, and the
-    run's ``stage_runs`` row. Everything is keyed, so a re-run writes the same rows.
-    ``results`` holds, per shard, ``{"manifest_uri", "result_uri"}``."""
+def record_images(warehouse: Warehouse, store: ObjectStore, *, requests: list[dict], results: list[dict],
+                  plan_failed: list[dict], data_time: Callable[[dict], datetime],
+                  interval_start: datetime | None = None) -> dict:
+    """Upsert ``images`` rows and the requests' status from the shards' result manifests.
+    Everything is keyed, so a re-run writes the same rows. ``results`` holds, per shard,
+    ``{"manifest_uri", "result_uri"}``; ``data_time(request)`` dates a request's images and
+    status; ``interval_start`` is the batch_generate interval that rendered them (None for
+    other stages). Returns ``{"images", "failed": {request_id: reason}, "skipped_existing",
+    "gpu_seconds"}``."""
     by_id = {r["request_id"]: r for r in requests}
     images, failed = [], {f["request_id"]: f["reason"] for f in plan_failed}
-    stats = {"requests": len(requests), "images": 0, "failed": 0, "skipped_existing": 0, "gpu_seconds": 0.0,
-             "shards": len(results)}
+    skipped, gpu_seconds = 0, 0.0
     for shard in results:
         result = read_json(store, store_key(store, shard["result_uri"]))
-        stats["gpu_seconds"] += float(result.get("gpu_seconds") or 0.0)
-        stats["skipped_existing"] += int(result.get("stats", {}).get("skipped_existing", 0))
+        gpu_seconds += float(result.get("gpu_seconds") or 0.0)
+        skipped += int(result.get("stats", {}).get("skipped_existing", 0))
         failed.update({f["request_id"]: f["reason"] for f in result.get("failed", [])})
-        images += image_rows(result, by_id, shard["manifest_uri"], lambda req: _at(req, start))
+        images += image_rows(result, by_id, shard["manifest_uri"], data_time)
     warehouse.upsert("images", images)
     made: dict[str, int] = {}
     version_of: dict[str, str] = {}
@@ -261,12 +265,24 @@ def record_results(warehouse: Warehouse, store: ObjectStore, *, requests: list[d
             status, reason = "pending", None  # not in any shard result (should not happen): retry next run
         # A request without a model is pinned to the one "production" meant, so a later re-run
         # reproduces the same images. (Every row carries every column: upsert sets missing ones NULL.)
-        updates.append({"request_id": rid, "status": status, "reason": reason, "updated_at": _at(req, start),
-                        "batch_interval_start": start if status != "pending" else None,
+        updates.append({"request_id": rid, "status": status, "reason": reason, "updated_at": data_time(req),
+                        "batch_interval_start": interval_start if status != "pending" else None,
                         "model_version": req.get("model_version") or version_of.get(rid)})
     warehouse.upsert("generation_requests", updates)
-    stats.update(images=len(images), failed=len(failed), gpu_seconds=round(stats["gpu_seconds"], 3),
-                 **(extra_stats or {}))
+    return {"images": len(images), "failed": failed, "skipped_existing": skipped,
+            "gpu_seconds": round(gpu_seconds, 3)}
+
+
+def record_results(warehouse: Warehouse, store: ObjectStore, *, requests: list[dict], results: list[dict],
+                   plan_failed: list[dict], start: datetime, end: datetime, extra_stats: dict | None = None,
+                   started_at: datetime | None = None) -> dict:
+    """batch_generate's record step: :func:`record_images` for the interval, then the run's
+    ``stage_runs`` row."""
+    recorded = record_images(warehouse, store, requests=requests, results=results, plan_failed=plan_failed,
+                             data_time=lambda req: _at(req, start), interval_start=start)
+    stats = {"requests": len(requests), "images": recorded["images"], "failed": len(recorded["failed"]),
+             "skipped_existing": recorded["skipped_existing"], "gpu_seconds": recorded["gpu_seconds"],
+             "shards": len(results), **(extra_stats or {})}
     # Durations only (``started_at`` is when the run's first task began): never a key.
     record_stage(warehouse, DAG_ID, STAGE, (start, end), status="success", stats=stats, started_at=started_at,
                  finished_at=datetime.now(UTC) if started_at else None)

@@ -1,1 +1,1 @@
-"""Sleeve training: snapshot, LoRA/DreamBooth trainer, evaluation, gate, registry, GPU jobs."""
+"""Sleeve training: snapshot, LoRA/DreamBooth trainer, evaluation, gate, GPU jobs."""

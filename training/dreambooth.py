@@ -7,6 +7,9 @@ class itself intact: images of ``a photo of a <class noun>`` made by the base mo
 per (base model, class noun, count, resolution) in the store and shared by every user. The
 adapter lands under ``users/<user_id>/adapters/<request_id>/`` and in the registry as kind
 ``dreambooth`` with the user id, never aliased.
+
+Plain Python only: the ``personalize`` DAG runs the steps (class images, train, register,
+render, record) as tasks, launching the GPU jobs and rendering through ``inference.shards``.
 """
 
 from __future__ import annotations
@@ -14,19 +17,22 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sleeve.ids import content_hash, sha256_bytes, stable_id
-from sleeve.store import ObjectStore, read_json, write_json
+from sleeve.jobs import RESULT_NAME, read_result
+from sleeve.keys import adapter_prefix, check_user_id, personalize_prefix, uploads_prefix
+from sleeve.registry import register
+from sleeve.store import ObjectStore, open_uri, read_json, write_json
 from sleeve.warehouse import Warehouse
 from training.photos import (
     PhotoError,
     PhotoLimits,
-    check_user_id,
     read_uploads,
     store_photos,
-    user_prefix,
     validate_photos,
 )
 
@@ -127,7 +133,7 @@ def submit_request(warehouse: Warehouse, store: ObjectStore, user_id: str, photo
         row["photo_uris"] = json.dumps(store_photos(store, user_id, normalised))
         if is_uris:  # originals may carry EXIF (GPS): drop the ones kept in the user's upload area
             for uri in photos:
-                if uri.startswith(store.url + "/" + user_prefix(user_id) + "uploads/"):
+                if uri.startswith(store.url + "/" + uploads_prefix(user_id)):
                     store.delete(uri[len(store.url) + 1:])
     warehouse.upsert("personalization_requests", [row])
     return row
@@ -135,39 +141,74 @@ def submit_request(warehouse: Warehouse, store: ObjectStore, user_id: str, photo
 
 # --- class prior images ---------------------------------------------------------------------
 
-def class_images_key(base_model: str, class_noun: str, count: int, resolution: int) -> str:
-    digest = content_hash({"base_model": base_model, "class_noun": class_noun, "count": count,
-                           "resolution": resolution})[:16]
-    return f"class-images/{digest}/manifest.json"
+@dataclass(frozen=True)
+class ClassImages:
+    """The prior-preservation images a training needs: ``count`` images of ``a photo of a
+    <noun>`` by the base model, made once through the batch generator and cached per (base
+    model, noun, count, resolution) for every user."""
+
+    base_model: str
+    class_noun: str
+    count: int
+    resolution: int
+    steps: int = 4  # denoising steps per image
+
+    @property
+    def prefix(self) -> str:
+        digest = content_hash({"base_model": self.base_model, "class_noun": self.class_noun, "count": self.count,
+                               "resolution": self.resolution})[:16]
+        return f"class-images/{digest}/"
+
+    @property
+    def key(self) -> str:
+        return self.prefix + "manifest.json"
+
+    @property
+    def defaults(self) -> dict:
+        return {"width": self.resolution, "height": self.resolution, "steps": self.steps}
+
+    def _chunks(self) -> dict[str, tuple[int, int]]:
+        """Request id -> (first image, images): the generator takes at most 16 images a request."""
+        return {stable_id("class-prior", self.base_model, self.class_noun, self.resolution, start):
+                (start, min(CLASS_IMAGES_PER_REQUEST, self.count - start))
+                for start in range(0, self.count, CLASS_IMAGES_PER_REQUEST)}
+
+    def requests(self) -> list[dict]:
+        """Rows for ``inference.shards.plan_shards`` on the base model alone."""
+        return [{"request_id": rid, "positive": class_prompt(self.class_noun), "negative": "", "num_images": n,
+                 "width": self.resolution, "height": self.resolution, "model_version": "base",
+                 "prompt_found": True} for rid, (_, n) in self._chunks().items()]
+
+    def cached(self, store: ObjectStore) -> dict | None:
+        """``{"uris", "cache_hit"}`` when nothing has to be generated, else None."""
+        if not self.count:
+            return {"uris": [], "cache_hit": False}
+        if store.exists(self.key):
+            return {"uris": read_json(store, self.key)["uris"], "cache_hit": True}
+        return None
+
+    def record(self, store: ObjectStore, results: list[dict]) -> dict:
+        """Cache the images the generate jobs made (``results``: per shard ``{"result_uri"}``), in
+        prompt-chunk order; returns ``{"uris", "cache_hit": False}``."""
+        images, failed = [], []
+        for shard in results:
+            src, key = open_uri(shard["result_uri"], root_url=store.url)
+            result = read_json(src, key)
+            images += result.get("images", [])
+            failed += result.get("failed", [])
+        if failed or len(images) != self.count:
+            raise RuntimeError(f"class image generation failed: {failed or f'{len(images)}/{self.count} images'}")
+        order = {rid: start for rid, (start, _) in self._chunks().items()}
+        uris = [img["uri"] for img in sorted(images, key=lambda i: (order[i["request_id"]], i["image_index"]))]
+        write_json(store, self.key, {"base_model": self.base_model, "class_noun": self.class_noun,
+                                     "count": self.count, "resolution": self.resolution,
+                                     "prompt": class_prompt(self.class_noun), "uris": uris})
+        return {"uris": uris, "cache_hit": False}
 
 
-def ensure_class_images(store: ObjectStore, base_model: str, class_noun: str, count: int, resolution: int,
-                        make_generator) -> tuple[list[str], bool]:
-    """URIs of ``count`` prior images of the class, made once by the base model and reused across
-    users. Returns (uris, cache_hit). ``make_generator()`` gives the batch generator loaded with
-    the base model (no adapters); it is called only on a cache miss."""
-    key = class_images_key(base_model, class_noun, count, resolution)
-    if store.exists(key):
-        return read_json(store, key)["uris"], True
-    chunks = [(start, min(CLASS_IMAGES_PER_REQUEST, count - start))
-              for start in range(0, count, CLASS_IMAGES_PER_REQUEST)]
-    result = make_generator().generate([{
-        "request_id": stable_id("class-prior", base_model, class_noun, resolution, start), "num_images": n,
-        "prompt": class_prompt(class_noun), "width": resolution, "height": resolution,
-    } for start, n in chunks], store)
-    if result.failed or len(result.images) != count:
-        raise RuntimeError(f"class image generation failed: {result.failed}")
-    order = {stable_id("class-prior", base_model, class_noun, resolution, start): start for start, _ in chunks}
-    uris = [img["uri"] for img in sorted(result.images, key=lambda i: (order[i["request_id"]], i["image_index"]))]
-    write_json(store, key, {"base_model": base_model, "class_noun": class_noun, "count": count,
-                            "resolution": resolution, "prompt": class_prompt(class_noun), "uris": uris})
-    return uris, False
+# --- one request, step by step (the personalize DAG's task group calls these) ---------------
 
-
-# --- one request, end to end (the DAG's mapped task calls this) ----------------------------
-
-def adapter_prefix(user_id: str, request_id: str) -> str:
-    return f"{user_prefix(user_id)}adapters/{request_id}"
+TRAIN_SETTINGS = ("steps", "rank", "resolution", "prior_loss_weight", "train_text_encoder")
 
 
 def model_version_for(request_id: str) -> str:
@@ -190,9 +231,83 @@ def collect_requests(warehouse: Warehouse, *, request_ids: list[str] | None = No
     return [r["request_id"] for r in rows]
 
 
-def _render_rows(warehouse: Warehouse, request: dict, token: str, version: str) -> list[dict]:
-    """One ``generation_requests`` row (kind personalize) per prompt to render: the given
-    prompts, each song's latest prompt, or a plain cover prompt when none was asked for."""
+def get_request(warehouse: Warehouse, request_id: str) -> dict:
+    rows = warehouse.query("SELECT * FROM personalization_requests WHERE request_id = @id", {"id": request_id})
+    if not rows:
+        raise RequestError(f"unknown personalisation request {request_id}")
+    return rows[0]
+
+
+def is_finished(request: dict) -> bool:
+    """Done, or failed with its photos rejected: nothing to train or render until the user asks again."""
+    return request["status"] == "done" or (request["status"] == "failed"
+                                           and not json.loads(request["photo_uris"] or "[]"))
+
+
+@contextmanager
+def recording_failure(warehouse: Warehouse, request_id: str) -> Iterator[None]:
+    """Record any error of a step on the request row (then re-raise it, so the step retries)."""
+    try:
+        yield
+    except Exception as exc:
+        mark_failed(warehouse, request_id, exc)
+        raise
+
+
+def train_config(params: dict) -> dict:
+    """The ``training.personalize_job`` config from the DAG's Params."""
+    return {k: params[k] for k in TRAIN_SETTINGS}
+
+
+def render_defaults(params: dict) -> dict:
+    return {"width": params["image_size"], "height": params["image_size"], "steps": params["image_steps"]}
+
+
+def write_train_manifest(store: ObjectStore, request: dict, *, base_model: str, class_images: dict) -> dict:
+    """The personalize_job's input; returns ``{"manifest_uri", "output_uri"}`` (the adapter folder)."""
+    request_id, user_id = request["request_id"], request["user_id"]
+    key = personalize_prefix(user_id, request_id) + "train-manifest.json"
+    write_json(store, key, {
+        "request_id": request_id, "user_id": user_id, "class_noun": request["class_noun"],
+        "photo_uris": json.loads(request["photo_uris"]), "base_model": base_model,
+        "model_version": model_version_for(request_id), "manifest_uri": store.uri(key),
+        "class_image_uris": class_images["uris"], "class_cache_hit": class_images["cache_hit"]})
+    return {"manifest_uri": store.uri(key), "output_uri": store.uri(adapter_prefix(user_id, request_id))}
+
+
+def finished_adapter(store: ObjectStore, request: dict) -> dict | None:
+    """The training result of an adapter already trained for the request (never train twice)."""
+    prefix = adapter_prefix(request["user_id"], request["request_id"])
+    return read_result(store.uri(prefix)) if store.exists(f"{prefix}/{RESULT_NAME}") else None
+
+
+def register_adapter(warehouse: Warehouse, store: ObjectStore, request_id: str, trained: dict,
+                     now: datetime | None = None) -> str:
+    """Register the trained adapter (kind ``dreambooth``, the user's, never aliased) and mark the
+    request trained; returns the model version."""
+    request, now = get_request(warehouse, request_id), now or datetime.now(UTC)
+    version = model_version_for(request_id)
+    manifest_uri = store.uri(personalize_prefix(request["user_id"], request_id) + "train-manifest.json")
+    metrics = {k: trained[k] for k in ("token", "class_noun", "instance_prompt", "class_prompt", "steps",
+                                       "final_loss", "rank", "alpha", "prior_loss_weight", "train_text_encoder",
+                                       "photos", "class_cache_hit")}
+    register(warehouse, version=version, kind="dreambooth", base_model=trained["base_model"],
+             adapter_uri=trained["adapter_uri"], manifest_uri=manifest_uri, metrics=metrics,
+             training_run_id=request_id, user_id=request["user_id"], alias=None, now=now)
+    warehouse.upsert("personalization_requests", [{
+        "request_id": request_id, "status": "trained", "reason": None, "token": trained["token"],
+        "model_version": version, "gpu_seconds": float(trained.get("gpu_seconds") or 0.0), "updated_at": now}])
+    return version
+
+
+def cover_requests(warehouse: Warehouse, request_id: str, version: str, now: datetime | None = None) -> list[dict]:
+    """The covers to render, one ``generation_requests`` row (kind personalize, pinned to the
+    user's adapter ``version``) per prompt: the given prompts, each song's latest prompt, or a
+    plain cover prompt when none was asked for. New rows are written pending; returns rows
+    ready for ``inference.shards.plan_shards`` (with the personal prompt)."""
+    request = get_request(warehouse, request_id)
+    if not request["token"]:
+        raise RequestError(f"personalisation request {request_id} has no trained adapter yet")
     prompt_ids, song_ids = json.loads(request["prompt_ids"] or "[]"), json.loads(request["song_ids"] or "[]")
     prompts = warehouse.query(
         "SELECT prompt_id, song_id, positive, negative, prompt_version, created_at FROM prompts "
@@ -206,95 +321,36 @@ def _render_rows(warehouse: Warehouse, request: dict, token: str, version: str) 
         raise RequestError(f"no prompt found for {missing}")
     if not chosen:
         chosen = {None: {"prompt_id": None, "song_id": None, "positive": "", "negative": "", "prompt_version": None}}
-    return [{
-        "request_id": stable_id("personalize", request["request_id"], pid), "song_id": p["song_id"],
-        "prompt_id": pid, "user_id": request["user_id"], "kind": "personalize",
-        "num_images": request["num_images"], "model_version": version, "prompt_version": p["prompt_version"],
-        "positive": personal_prompt(token, request["class_noun"], p["positive"]), "negative": p["negative"] or "",
+    rows = [{
+        "request_id": stable_id("personalize", request_id, pid), "song_id": p["song_id"], "prompt_id": pid,
+        "user_id": request["user_id"], "kind": "personalize", "num_images": request["num_images"],
+        "model_version": version, "created_at": request["created_at"],
+        "prompt_version": p["prompt_version"], "prompt_found": True,
+        "positive": personal_prompt(request["token"], request["class_noun"], p["positive"]),
+        "negative": p["negative"] or "",
     } for pid, p in sorted(chosen.items(), key=lambda kv: str(kv[0]))]
-
-
-def run_request(warehouse: Warehouse, store: ObjectStore, request_id: str, *, base_model: str, run_job,
-                train_config: dict | None = None, render: dict | None = None, combine_style: bool = True,
-                style_weight: float = 0.7, now: datetime | None = None) -> dict:
-    """Train (unless already trained) and render one request; record everything against it.
-    ``run_job(module, manifest_uri=, config=, output_uri=) -> result`` is the GPU launcher.
-    A finished request returns at once: re-runs never retrain."""
-    from inference.shards import image_rows, resolve_model
-    from training.registry import register
-
-    rows = warehouse.query("SELECT * FROM personalization_requests WHERE request_id = @id", {"id": request_id})
-    if not rows:
-        raise RequestError(f"unknown personalisation request {request_id}")
-    req = rows[0]
-    if req["status"] == "done" or (req["status"] == "failed" and not json.loads(req["photo_uris"] or "[]")):
-        return {"request_id": request_id, "status": req["status"], "trained": False, "images": req["images"] or 0}
-    now = now or datetime.now(UTC)
-    user_id, version = req["user_id"], model_version_for(request_id)
-    base = f"{user_prefix(user_id)}personalize/{request_id}/"
-    gpu_seconds = float(req["gpu_seconds"] or 0.0)
-    trained_now = False
-
-    # 1. Train: the job reuses a finished adapter at its output, so a crash after training and
-    #    before this row was written does not train twice either.
-    if not req["model_version"]:
-        manifest = {"request_id": request_id, "user_id": user_id, "class_noun": req["class_noun"],
-                    "photo_uris": json.loads(req["photo_uris"]), "base_model": base_model, "store_url": store.url,
-                    "model_version": version, "manifest_uri": store.uri(base + "train-manifest.json")}
-        write_json(store, base + "train-manifest.json", manifest)
-        result = run_job("training.personalize_job", manifest_uri=store.uri(base + "train-manifest.json"),
-                         config=dict(train_config or {}), output_uri=store.uri(adapter_prefix(user_id, request_id)))
-        trained_now = not result.get("reused")
-        gpu_seconds += float(result.get("gpu_seconds") or 0.0)
-        metrics = {k: result[k] for k in ("token", "class_noun", "instance_prompt", "class_prompt", "steps",
-                                          "final_loss", "rank", "alpha", "prior_loss_weight", "train_text_encoder",
-                                          "photos", "class_cache_hit")}
-        register(warehouse, version=version, kind="dreambooth", base_model=base_model,
-                 adapter_uri=result["adapter_uri"], manifest_uri=store.uri(base + "train-manifest.json"),
-                 metrics=metrics, training_run_id=request_id, user_id=user_id, alias=None, now=now)
-        req.update(status="trained", token=result["token"], model_version=version, gpu_seconds=gpu_seconds,
-                   updated_at=now)
-        warehouse.upsert("personalization_requests", [_request_update(req)])
-
-    # 2. Render through the batch generator: the user's adapter (+ production style LoRA).
-    gen_rows = _render_rows(warehouse, req, req["token"], version)
     known = {r["request_id"] for r in warehouse.query(
         "SELECT request_id FROM generation_requests WHERE request_id IN UNNEST(@ids)",
-        {"ids": [r["request_id"] for r in gen_rows]})}
+        {"ids": [r["request_id"] for r in rows]})}
     warehouse.upsert("generation_requests", [
-        {k: r[k] for k in ("request_id", "song_id", "prompt_id", "user_id", "kind", "num_images", "model_version")}
-        | {"status": "pending", "created_at": req["created_at"], "updated_at": now}
-        for r in gen_rows if r["request_id"] not in known])
-    spec = resolve_model(warehouse, version, base_model, style_weight=style_weight)
-    if not combine_style:
-        spec = {**spec, "version": version, "adapters": spec["adapters"][:1]}
-    shard = {"kind": "sleeve.generate.shard/v1", "model": spec, "defaults": dict(render or {}),
-             "requests": [{"request_id": r["request_id"], "prompt": r["positive"], "negative_prompt": r["negative"],
-                           "num_images": r["num_images"]} for r in gen_rows]}
-    digest = content_hash(shard)[:16]
-    write_json(store, f"{base}render-{digest}.json", shard)
-    result = run_job("inference.generate_job", manifest_uri=store.uri(f"{base}render-{digest}.json"),
-                     config={"store_url": store.url}, output_uri=store.uri(f"{base}render-{digest}"))
-    gpu_seconds += float(result.get("gpu_seconds") or 0.0)
-    by_id = {r["request_id"]: r for r in gen_rows}
-    images = image_rows(result, by_id, store.uri(f"{base}render-{digest}.json"), lambda _: req["created_at"])
-    warehouse.upsert("images", images)
-    failed = {f["request_id"]: f["reason"] for f in result.get("failed", [])}
-    warehouse.upsert("generation_requests", [
-        {"request_id": rid, "status": "failed" if rid in failed else "done", "reason": failed.get(rid),
-         "updated_at": now} for rid in by_id])
-    req.update(status="failed" if failed else "done", images=len(images), gpu_seconds=gpu_seconds, updated_at=now,
-               reason="; ".join(sorted(set(failed.values()))) or None,
-               generation_request_ids=json.dumps(sorted(by_id)))
-    warehouse.upsert("personalization_requests", [_request_update(req)])
-    return {"request_id": request_id, "status": req["status"], "trained": trained_now, "images": len(images),
-            "gpu_seconds": gpu_seconds, "model_version": version}
+        {k: r[k] for k in ("request_id", "song_id", "prompt_id", "user_id", "kind", "num_images", "model_version",
+                           "created_at")} | {"status": "pending", "updated_at": now or datetime.now(UTC)}
+        for r in rows if r["request_id"] not in known])
+    return rows
 
 
-def _request_update(req: dict) -> dict:
-    keys = ("request_id", "status", "reason", "token", "model_version", "generation_request_ids", "images",
-            "gpu_seconds", "updated_at")
-    return {k: req.get(k) for k in keys}
+def finish_request(warehouse: Warehouse, request_id: str, trained: dict, recorded: dict,
+                   generation_request_ids: list[str], now: datetime | None = None) -> dict:
+    """Close the request row once its covers are recorded (``recorded``: what
+    ``inference.shards.record_images`` returned): done, or failed with the covers' reasons."""
+    failed = recorded["failed"]
+    row = {"request_id": request_id, "status": "failed" if failed else "done",
+           "reason": "; ".join(sorted(set(failed.values()))) or None, "images": recorded["images"],
+           "gpu_seconds": round(float(trained.get("gpu_seconds") or 0.0) + recorded["gpu_seconds"], 3),
+           "generation_request_ids": json.dumps(sorted(generation_request_ids)),
+           "updated_at": now or datetime.now(UTC)}
+    warehouse.upsert("personalization_requests", [row])
+    return row
 
 
 def mark_failed(warehouse: Warehouse, request_id: str, error: BaseException, now: datetime | None = None) -> str:

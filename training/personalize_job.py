@@ -2,14 +2,14 @@
 
     python -m training.personalize_job --manifest URI --config JSON --output URI
 
-Manifest (written by the ``personalize`` DAG)::
+Manifest (written by :func:`training.dreambooth.write_train_manifest`)::
 
-    {"request_id", "user_id", "class_noun", "photo_uris": [...], "base_model", "store_url",
-     "model_version"}
+    {"request_id", "user_id", "class_noun", "photo_uris": [...], "base_model", "model_version",
+     "class_image_uris": [...], "class_cache_hit"}
 
-Config: any :class:`training.trainer.TrainConfig` field (steps, rank, learning_rate,
-train_text_encoder, prior_loss_weight, ...) plus ``num_class_images`` and
-``class_image_steps``. Output (the user's adapter folder, e.g. ``users/<id>/adapters/<request>/``):
+The class (prior-preservation) images are made beforehand by the batch generator (the DAG's
+``class_images`` step). Config: any :class:`training.trainer.TrainConfig` field (steps, rank,
+learning_rate, train_text_encoder, prior_loss_weight, ...). Output (the user's adapter folder, e.g. ``users/<id>/adapters/<request>/``):
 the trainer's ``pytorch_lora_weights.safetensors`` + kohya copy + ``training_config.json``, the
 model card, ``dreambooth.json`` (token, prompts, class images) and ``result.json``. A re-run
 whose output already holds a finished adapter returns it without training again.
@@ -24,10 +24,9 @@ import tempfile
 from pathlib import Path
 
 from sleeve.jobs import output_location, run_job, upload_output
-from sleeve.store import open_store, read_json, write_json
+from sleeve.store import read_json, write_json
 
 RECORD = "dreambooth.json"
-JOB_KEYS = {"num_class_images", "class_image_steps"}
 
 
 def tokenizer_vocab(base_model: str) -> set[str]:
@@ -46,12 +45,11 @@ def tokenizer_vocab(base_model: str) -> set[str]:
 
 
 def main(manifest: dict, config: dict, output_uri: str) -> dict:
-    from inference.generator import CoverGenerator, Defaults
     from training.dataset import Example
-    from training.dreambooth import choose_token, class_prompt, ensure_class_images, instance_prompt
+    from training.dreambooth import choose_token, class_prompt, instance_prompt
     from training.trainer import TrainConfig, train_lora, write_model_card
 
-    missing = [k for k in ("request_id", "user_id", "class_noun", "photo_uris", "base_model", "store_url")
+    missing = [k for k in ("request_id", "user_id", "class_noun", "photo_uris", "base_model")
                 if not manifest.get(k)]
     if missing:
         raise ValueError(f"personalize manifest lacks {missing}")
@@ -61,17 +59,9 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
         return {**read_json(out_store, prefix + RECORD), "reused": True, "gpu_seconds": 0.0}
 
     base_model, noun = manifest["base_model"], manifest["class_noun"]
-    store = open_store(manifest["store_url"])
-    train_config = TrainConfig.from_dict({"base_model": base_model,
-                                          **{k: v for k, v in config.items() if k not in JOB_KEYS}})
+    train_config = TrainConfig.from_dict({"base_model": base_model, **config})
     token = choose_token(manifest["user_id"], tokenizer_vocab(base_model))
-    n_class = int(config.get("num_class_images", 4))
-    class_uris, cache_hit = ensure_class_images(
-        store, base_model, noun, n_class, train_config.resolution,
-        lambda: CoverGenerator(base_model, model_version="base", defaults=Defaults(
-            width=train_config.resolution, height=train_config.resolution,
-            steps=int(config.get("class_image_steps", Defaults.steps)))),
-    ) if n_class else ([], False)
+    class_uris, cache_hit = manifest.get("class_image_uris") or [], bool(manifest.get("class_cache_hit"))
     print(f"class images: {len(class_uris)} ({'cached' if cache_hit else 'generated'})", flush=True)
 
     examples = [Example(uri=uri, caption=instance_prompt(token, noun)) for uri in manifest["photo_uris"]]

@@ -10,16 +10,15 @@ live under ``users/<user_id>/photos/<sha256>.png``, the one prefix ``forget_user
 from __future__ import annotations
 
 import io
-import re
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFilter, ImageOps, UnidentifiedImageError
 
 from sleeve.ids import sha256_bytes
+from sleeve.keys import user_prefix
 from sleeve.store import ObjectStore, StoreError, check_key, open_uri
 
 MIN_PHOTOS, MAX_PHOTOS = 3, 20
-_USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 class PhotoError(ValueError):
@@ -48,17 +47,6 @@ class Photo:
     sha256: str
     width: int
     height: int
-
-
-def check_user_id(user_id: str) -> str:
-    """User ids go into object keys: an opaque id, never an email or a path."""
-    if not isinstance(user_id, str) or not _USER_ID.match(user_id):
-        raise ValueError("user_id must be an opaque id of letters, digits, '-' or '_' (never an email)")
-    return user_id
-
-
-def user_prefix(user_id: str) -> str:
-    return f"users/{check_user_id(user_id)}/"
 
 
 def normalise(data: bytes, limits: PhotoLimits = PhotoLimits()) -> Photo:

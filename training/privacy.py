@@ -19,11 +19,10 @@ import json
 import sys
 from datetime import UTC, datetime
 
-from inference.generator import record_key
 from sleeve.ids import stable_id
+from sleeve.keys import image_record_key, user_prefix
 from sleeve.store import ObjectStore, StoreError, open_uri
 from sleeve.warehouse import Warehouse
-from training.photos import user_prefix
 
 
 def _objects_outside_prefix(store: ObjectStore, uris: set[str], prefix: str) -> list[tuple[ObjectStore, str]]:
@@ -66,7 +65,7 @@ def forget_user(warehouse: Warehouse, store: ObjectStore, user_id: str, *, reque
     for src, key in _objects_outside_prefix(store, image_uris - shared, prefix):
         objects += int(src.delete(key))
     for image_id in image_ids:  # the generator's per-image resume records
-        objects += int(bool(image_id) and store.delete(record_key(image_id)))
+        objects += int(bool(image_id) and store.delete(image_record_key(image_id)))
     for src, key in _objects_outside_prefix(store, {v["adapter_uri"] for v in versions}, prefix):
         # An adapter URI names a folder of artefacts (or, elsewhere, a single file).
         objects += src.delete_prefix(key.rstrip("/") + "/") + (src.exists(key) and src.delete(key))

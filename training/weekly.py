@@ -16,10 +16,10 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sleeve import registry
 from sleeve.ids import stable_id
 from sleeve.store import ObjectStore
 from sleeve.warehouse import Warehouse
-from training import registry
 from training.gate import GateRules, decide
 from training.snapshot import SnapshotConfig, build_snapshot
 

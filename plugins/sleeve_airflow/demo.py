@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 def _weekly_cycle(warehouse, settings, week_start, week_end, timings: dict, log_path: Path) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
-    from sleeve import demo_data
     from sleeve.store import open_store
+    from sleeve_airflow import demo_data
 
     dagbag = DagBag(dag_folder=str(REPO / "dags"))
     if dagbag.import_errors:

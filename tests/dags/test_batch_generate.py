@@ -90,8 +90,8 @@ def test_pending_requests_become_images_exactly_once(dagbag, warehouse, store):
 
 
 def test_backfill_regenerates_songs_with_the_production_model(dagbag, warehouse, store, tiny_model):
+    from sleeve.registry import promote, register
     from tests.inference.loras import make_lora
-    from training.registry import promote, register
 
     _seed(warehouse)
     make_lora(tiny_model, Path(store.url.removeprefix("file://")) / "models" / "style-v1", seed=5)

@@ -18,8 +18,8 @@ def _state(warehouse):
 
 
 def test_weekly_retrain_trains_gates_registers_once(dagbag, warehouse, store):
+    from sleeve.registry import production_version
     from sleeve.store import open_uri, read_json
-    from training.registry import production_version
 
     seed_world(warehouse, store)
     dag = dagbag.get_dag("weekly_retrain")

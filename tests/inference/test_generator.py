@@ -15,9 +15,9 @@ from inference.generator import (
     Request,
     image_seed,
     read_metadata,
-    record_key,
     validate_request,
 )
+from sleeve.keys import image_record_key
 from sleeve.store import open_store
 from tests.inference.loras import make_lora
 
@@ -84,7 +84,7 @@ def test_generates_stores_and_skips_bad_requests(generator, fresh_store):
     meta = read_metadata(fresh_store.get_bytes(key))
     assert meta["prompt"] == "neon city rain" and meta["seed"] == image_seed("b", 1) and meta["model_version"] == "base"
     assert fresh_store.exists(rec["thumb_uri"].split(fresh_store.url + "/", 1)[1])
-    assert fresh_store.exists(record_key(rec["image_id"]))
+    assert fresh_store.exists(image_record_key(rec["image_id"]))
     # Different seeds give different images.
     assert len({r["sha256"] for r in result.images}) == 5
 
@@ -107,7 +107,7 @@ def test_rerun_of_a_killed_shard_skips_what_is_stored(generator, fresh_store):
     requests = [{"request_id": f"k{i}", "prompt": PROMPT, "num_images": 2} for i in range(3)]
     generator.generate(requests[:2], fresh_store)  # the "killed" run got this far
     # An image whose record was never written (killed between the two writes) is redone.
-    fresh_store.delete(record_key(generator.generate(requests[:1], fresh_store).images[1]["image_id"]))
+    fresh_store.delete(image_record_key(generator.generate(requests[:1], fresh_store).images[1]["image_id"]))
     objects_before = len(fresh_store.list("images/"))
     result = generator.generate(requests, fresh_store)
     assert result.stats["skipped_existing"] == 3 and result.stats["generated"] == 3

@@ -1,5 +1,6 @@
 """DreamBooth on the shared trainer: identifier tokens, requests, the class-image cache, and one
-request trained and rendered end to end on the tiny SDXL."""
+request taken through the personalize DAG's steps (class images, train, register, render,
+record) on the tiny SDXL, with the GPU jobs run in-process."""
 
 import importlib
 import json
@@ -7,19 +8,27 @@ import time
 
 import pytest
 
-from sleeve.jobs import read_manifest, write_result
+from inference.shards import load_requests, plan_shards, record_images
+from sleeve.jobs import RESULT_NAME, read_manifest, write_result
+from sleeve.keys import personalize_prefix
 from training.dreambooth import (
     KNOWN_CONSONANT_WORDS,
+    ClassImages,
     RequestError,
     choose_token,
-    class_images_key,
     collect_requests,
-    ensure_class_images,
+    cover_requests,
+    finish_request,
+    finished_adapter,
+    get_request,
     instance_prompt,
+    is_finished,
     is_known_word,
     personal_prompt,
-    run_request,
+    recording_failure,
+    register_adapter,
     submit_request,
+    write_train_manifest,
 )
 from training.personalize_job import tokenizer_vocab
 from training.photos import synthetic_photos
@@ -33,6 +42,20 @@ def in_process(module: str, *, manifest_uri: str, config: dict, output_uri: str)
     result.setdefault("gpu_seconds", round(time.perf_counter() - started, 3))
     write_result(output_uri, result)
     return result
+
+
+def generate(shards: list[dict]) -> list[dict]:
+    """Each planned shard through the batch generator's job, as the DAG does."""
+    for shard in shards:
+        in_process("inference.generate_job", manifest_uri=shard["manifest_uri"], config={},
+                   output_uri=shard["output_uri"])
+    return [{"manifest_uri": s["manifest_uri"], "result_uri": f"{s['output_uri']}/{RESULT_NAME}"} for s in shards]
+
+
+def make_class_images(warehouse, store, priors: ClassImages) -> dict:
+    planned = plan_shards(warehouse, store, priors.requests(), base_model=priors.base_model,
+                          defaults=priors.defaults, prefix=priors.prefix)
+    return priors.record(store, generate(planned["shards"]))
 
 
 def test_token_is_deterministic_per_user_and_never_a_known_word(tiny_model):
@@ -77,53 +100,81 @@ def test_submit_request_validates_stores_and_is_idempotent(warehouse, store):
         collect_requests(warehouse, request_ids=["nope"])
 
 
-def test_class_images_are_cached_per_base_model_noun_and_count(store, tiny_model):
-    from inference.generator import CoverGenerator, Defaults
-
-    calls = []
-
-    def make():
-        calls.append(1)
-        return CoverGenerator(str(tiny_model), defaults=Defaults(steps=2))
-
-    uris, hit = ensure_class_images(store, str(tiny_model), "dog", 2, 64, make)
-    assert (len(uris), hit, len(calls)) == (2, False, 1)
-    again, hit = ensure_class_images(store, str(tiny_model), "dog", 2, 64, make)
-    assert (again, hit, len(calls)) == (uris, True, 1)  # reused: the generator is not even loaded
-    assert class_images_key("m", "dog", 2, 64) != class_images_key("m", "dog", 3, 64)
-    assert class_images_key("m", "dog", 2, 64) != class_images_key("m", "cat", 2, 64)
+def test_class_images_are_cached_per_base_model_noun_and_count(warehouse, store, tiny_model):
+    priors = ClassImages(str(tiny_model), "dog", 2, 64, steps=2)
+    assert priors.cached(store) is None
+    made = make_class_images(warehouse, store, priors)
+    assert (len(made["uris"]), made["cache_hit"]) == (2, False)
+    assert priors.cached(store) == {"uris": made["uris"], "cache_hit": True}  # reused: nothing to generate
+    assert ClassImages("m", "dog", 0, 64).cached(store) == {"uris": [], "cache_hit": False}
+    assert ClassImages("m", "dog", 2, 64).key != ClassImages("m", "dog", 3, 64).key
+    assert ClassImages("m", "dog", 2, 64).key != ClassImages("m", "cat", 2, 64).key
+    assert ClassImages("m", "dog", 2, 64).key == ClassImages("m", "dog", 2, 64, steps=30).key
+    assert len(ClassImages("m", "dog", 40, 64).requests()) == 3  # at most 16 images per request
 
 
-def test_request_trains_registers_renders_and_never_retrains(warehouse, store, sleeve_env):
+def test_request_steps_train_register_render_record_and_never_retrain(warehouse, store, sleeve_env):
     row = submit_request(warehouse, store, "user-db", synthetic_photos(3, seed=11), "person", num_images=1)
-    config = {"steps": 2, "num_class_images": 2, "class_image_steps": 2, "prior_loss_weight": 0.5,
-              "train_text_encoder": True}
-    result = run_request(warehouse, store, row["request_id"], base_model=sleeve_env.base_model, run_job=in_process,
-                         train_config=config, render={"steps": 2})
-    assert result["status"] == "done" and result["trained"] and result["images"] == 1
+    request_id, base_model = row["request_id"], sleeve_env.base_model
+    request = get_request(warehouse, request_id)
+    assert not is_finished(request) and finished_adapter(store, request) is None
+
+    priors = make_class_images(warehouse, store, ClassImages(base_model, "person", 2, 64, steps=2))
+    job = write_train_manifest(store, request, base_model=base_model, class_images=priors)
+    config = {"steps": 2, "resolution": 64, "prior_loss_weight": 0.5, "train_text_encoder": True}
+    trained = in_process("training.personalize_job", config=config, **job)
+    version = register_adapter(warehouse, store, request_id, trained)
+    covers = cover_requests(warehouse, request_id, version)
+    planned = plan_shards(warehouse, store, covers, base_model=base_model, defaults={"steps": 2},
+                          prefix=personalize_prefix("user-db", request_id))
+    results = generate(planned["shards"])
+    ids = [c["request_id"] for c in covers]
+    recorded = record_images(warehouse, store, requests=load_requests(warehouse, ids), results=results,
+                             plan_failed=planned["failed"], data_time=lambda r: r["created_at"])
+    result = finish_request(warehouse, request_id, trained, recorded, ids)
+    assert result["status"] == "done" and result["images"] == 1 and result["gpu_seconds"] > 0
 
     req = warehouse.query("SELECT * FROM personalization_requests")[0]
-    assert req["status"] == "done" and len(req["token"]) == 4 and req["model_version"] == result["model_version"]
-    version = warehouse.query("SELECT * FROM model_versions WHERE version = @v", {"v": req["model_version"]})[0]
-    assert (version["kind"], version["user_id"], version["alias"]) == ("dreambooth", "user-db", None)
-    metrics = json.loads(version["metrics"])
+    assert req["status"] == "done" and len(req["token"]) == 4 and req["model_version"] == version
+    version_row = warehouse.query("SELECT * FROM model_versions WHERE version = @v", {"v": version})[0]
+    assert (version_row["kind"], version_row["user_id"], version_row["alias"]) == ("dreambooth", "user-db", None)
+    metrics = json.loads(version_row["metrics"])
     assert metrics["token"] == req["token"] and metrics["prior_loss_weight"] == 0.5 and metrics["train_text_encoder"]
-    adapter = version["adapter_uri"].removeprefix(store.url + "/")
+    assert metrics["class_cache_hit"] is False
+    adapter = version_row["adapter_uri"].removeprefix(store.url + "/")
     assert adapter.startswith("users/user-db/adapters/")
     files = {k.rsplit("/", 1)[1] for k in store.list(adapter + "/")}
     assert {"pytorch_lora_weights.safetensors", "lora_kohya.safetensors", "README.md", "dreambooth.json"} <= files
     card = store.get_bytes(adapter + "/README.md").decode()
     assert f"a photo of {req['token']} person" in card and "prior loss weight 0.5" in card
+    assert store.list(f"users/user-db/personalize/{request_id}/")  # render manifests under the user's prefix
 
     images = warehouse.query("SELECT * FROM images")
     gen = warehouse.query("SELECT * FROM generation_requests")
     assert len(images) == 1 and len(gen) == 1 and gen[0]["kind"] == "personalize" and gen[0]["status"] == "done"
     assert images[0]["request_id"] == gen[0]["request_id"] and gen[0]["user_id"] == "user-db"
+    assert images[0]["model_version"].startswith(version) and gen[0]["model_version"] == version
     from inference.generator import read_metadata
 
     meta = read_metadata(store.get_bytes(images[0]["uri"].removeprefix(store.url + "/")))
     assert meta["prompt"].startswith(f"a photo of {req['token']} person")
 
-    again = run_request(warehouse, store, row["request_id"], base_model=sleeve_env.base_model, run_job=in_process,
-                        train_config=config)
-    assert again["trained"] is False and warehouse.count("images") == 1 and warehouse.count("model_versions") == 1
+    # Finished: nothing to do again, and the trained adapter is what a retried train gets back.
+    assert is_finished(get_request(warehouse, request_id))
+    assert finished_adapter(store, get_request(warehouse, request_id)) == trained
+    again = in_process("training.personalize_job", config=config, **job)  # the job itself reuses it too
+    assert again["reused"] and again["adapter_uri"] == trained["adapter_uri"]
+    assert cover_requests(warehouse, request_id, version) == covers and warehouse.count("generation_requests") == 1
+    assert warehouse.count("images") == 1 and warehouse.count("model_versions") == 1
+
+
+def test_a_failing_step_is_recorded_on_the_request_and_re_raised(warehouse, store):
+    row = submit_request(warehouse, store, "user-f", synthetic_photos(3, seed=5))
+    with pytest.raises(RuntimeError, match="boom"), recording_failure(warehouse, row["request_id"]):
+        raise RuntimeError("GPU job x exited with code 1; last lines:\nloading\nValueError: boom")
+    failed = get_request(warehouse, row["request_id"])
+    assert failed["status"] == "failed" and failed["reason"] == "RuntimeError: GPU job x exited with code 1; " \
+        "last lines: | ValueError: boom"
+    assert not is_finished(failed)  # its photos are fine: a later run tries again
+    with pytest.raises(RequestError, match="no trained adapter"):
+        cover_requests(warehouse, row["request_id"], "dreambooth-x")

@@ -6,13 +6,13 @@ import io
 import pytest
 from PIL import ExifTags, Image
 
+from sleeve.keys import user_prefix
 from training.photos import (
     PhotoError,
     PhotoLimits,
     read_uploads,
     store_photos,
     synthetic_photos,
-    user_prefix,
     validate_photos,
 )
 

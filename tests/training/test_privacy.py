@@ -6,7 +6,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
-from inference.generator import record_key
+from sleeve.keys import image_record_key
 from training.photos import store_photos, synthetic_photos, validate_photos
 from training.privacy import forget_user
 
@@ -19,7 +19,7 @@ def _seed(warehouse, store, user_id: str, tag: str, shared_uri: str | None = Non
     image_key = f"images/{tag}/{tag}.png"
     store.put_bytes(image_key, f"pixels {tag}".encode())
     store.put_bytes(f"thumbs/{tag}.webp", b"thumb")
-    store.put_bytes(record_key(f"img-{tag}"), b"{}")
+    store.put_bytes(image_record_key(f"img-{tag}"), b"{}")
     warehouse.upsert("personalization_requests", [{
         "request_id": f"r-{tag}", "user_id": user_id, "class_noun": "person", "photo_count": 3,
         "photo_uris": json.dumps(photos), "status": "done", "created_at": NOW}])
@@ -53,7 +53,7 @@ def test_forget_user_deletes_everything_of_that_user_only(warehouse, store):
 
     assert store.list("users/user-a/") == []
     assert not store.exists("images/aaaa/aaaa.png") and not store.exists("thumbs/aaaa.webp")
-    assert not store.exists(record_key("img-aaaa"))
+    assert not store.exists(image_record_key("img-aaaa"))
     assert store.exists(other["image_key"])  # still used by user-b's row
     assert len(store.list("users/user-b/")) == 4
     for table, key, column in [("personalization_requests", "request_id", "user_id"),

@@ -12,7 +12,10 @@ from datetime import datetime, timedelta
 
 from sleeve.ids import hash_email, mask_email, stable_id
 from sleeve.settings import Settings
+from sleeve.store import ObjectStore
 from sleeve.warehouse import Warehouse
+from training.dreambooth import submit_request
+from training.photos import synthetic_photos
 
 DEMO_USERS = ("mina", "joon", "alex", "sora", "lee")
 
@@ -80,12 +83,9 @@ def seed_reviews(warehouse: Warehouse, week_start: datetime, week_end: datetime)
     return len(rows)
 
 
-def seed_personalization(warehouse: Warehouse, settings: Settings, store, week_start: datetime) -> str:
+def seed_personalization(warehouse: Warehouse, settings: Settings, store: ObjectStore, week_start: datetime) -> str:
     """One demo user uploads synthetic face photos (drawn procedurally, no real person) and asks
     for a personalised cover of one song. Returns the request id."""
-    from training.dreambooth import submit_request
-    from training.photos import synthetic_photos
-
     user = seed_users(warehouse, settings, week_start)[0]
     song = warehouse.query("SELECT song_id FROM prompts ORDER BY song_id LIMIT 1")
     if not song:

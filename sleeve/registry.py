@@ -12,8 +12,8 @@ Rows carry ``adapter_uri`` (the folder holding ``pytorch_lora_weights.safetensor
 so readers see the old production version or the new one, never none or two. A promotion
 records the version it replaced in ``previous_version``; ``rollback`` follows that link.
 
-    python -m training.registry show [--kind style]
-    python -m training.registry rollback [--kind style]
+    python -m sleeve.registry show [--kind style]
+    python -m sleeve.registry rollback [--kind style]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import json
 import sys
 from datetime import UTC, datetime
 
-from sleeve.warehouse import Warehouse
+from sleeve.warehouse import Warehouse, open_warehouse
 
 ALIASES = ("production", "candidate", "archived")
 
@@ -50,7 +50,7 @@ def production_version(warehouse: Warehouse, kind: str = "style") -> dict | None
         "SELECT * FROM model_versions WHERE kind = @kind AND alias = 'production' ORDER BY promoted_at DESC",
         {"kind": kind})
     if len(rows) > 1:
-        raise RegistryError(f"{len(rows)} {kind} versions are aliased production; run `python -m training.registry show`")
+        raise RegistryError(f"{len(rows)} {kind} versions are aliased production; run `python -m sleeve.registry show`")
     return _decode(rows[0]) if rows else None
 
 
@@ -136,12 +136,10 @@ def rollback(warehouse: Warehouse, kind: str = "style", now: datetime | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.registry", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sleeve.registry", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["show", "rollback"])
     parser.add_argument("--kind", default="style")
     args = parser.parse_args(argv)
-    from sleeve.warehouse import open_warehouse
-
     warehouse = open_warehouse()
     warehouse.migrate()
     try:
