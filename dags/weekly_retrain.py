@@ -114,7 +114,7 @@ def weekly_retrain():
         store = ObjectStoreHook().store
         output_uri = store.uri(f"models/style/{plan['version']}")
         if store.exists(f"models/style/{plan['version']}/result.json"):
-            return read_result(output_uri)  # a retry after training finished: do not train twice
+            return read_result(output_uri, store)  # a retry after training finished: do not train twice
         warm = warm_start_uri(WarehouseHook().warehouse, plan["base_model"]) if params["warm_start"] else None
         config = {
             "train": {"base_model": plan["base_model"], "steps": params["steps"], "rank": params["rank"],
