@@ -70,23 +70,19 @@ def weekly_report():
     def deliver(report: dict) -> dict:
         """Render chart, cover grid, Markdown and blocks; send them once per week."""
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
-        from sleeve_airflow.notifier import NotifierHook
+        from sleeve_airflow.notifier import open_sender
 
+        from sleeve.delivery import deliver_report
         from sleeve.report_render import render
         from sleeve.store import open_uri
 
-        store_hook = ObjectStoreHook()
+        store = ObjectStoreHook().store
 
-        def load(uri: str) -> bytes:
-            root = store_hook.settings.store_url
-            if "://" not in uri:  # a key in the configured store
-                return store_hook.store.get_bytes(uri)
-            if uri.startswith(root + "/"):
-                return store_hook.store.get_bytes(uri[len(root) + 1:])
-            other, key = open_uri(uri)
-            return other.get_bytes(key)
+        def load(uri: str) -> bytes:  # a key in the configured store, or a URI read through it
+            source, key = open_uri(uri, store) if "://" in uri else (store, uri)
+            return source.get_bytes(key)
 
-        row = NotifierHook().send_report(WarehouseHook().warehouse, render(report, load), report)
+        row = deliver_report(WarehouseHook().warehouse, open_sender(), render(report, load), report)
         return {k: str(v) for k, v in row.items() if k != "summary"}
 
     retraining_settled() >> deliver(gather())

@@ -92,7 +92,7 @@ def weekly_retrain():
         params, store, warehouse = context["params"], ObjectStoreHook().store, WarehouseHook().warehouse
         prefix = adapter_prefix(plan["version"])
         if store.exists(f"{prefix}/{RESULT_NAME}"):
-            return read_result(store.uri(prefix))  # do not train twice
+            return read_result(store.uri(prefix), store)  # do not train twice
         warm = production_adapter(warehouse, plan["base_model"]) if params["warm_start"] else None
         try:
             return run_gpu_job("training.train_job", manifest_uri=plan["manifest_uri"], output_uri=store.uri(prefix),

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from sleeve.ids import sha256_bytes, stable_id
 from sleeve.keys import image_record_key
-from sleeve.store import ObjectStore, open_uri, read_json, write_json
+from sleeve.store import ObjectStore, open_store, open_uri, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def fetch_adapter(uri: str, cache_dir: Path, root_url: str | None = None) -> Pat
     if not uri.startswith(("file://", "gs://")):
         path = Path(uri)
     else:
-        store, key = open_uri(uri, root_url)
+        store, key = open_uri(uri, open_store(root_url) if root_url else None)
         target = cache_dir / sha256_bytes(uri.encode())[:16]
         if key.endswith(".safetensors"):
             path = target / Path(key).name

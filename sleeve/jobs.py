@@ -8,6 +8,10 @@ URI prefix) and finishes by writing ``<output>/result.json``, the result manifes
 (:mod:`sleeve_airflow.gpu`) returns to the DAG. The same command runs as a local subprocess, on
 a Celery ``gpu`` worker or in a Kubernetes pod: only the store has to be reachable.
 
+Jobs run without Airflow connections, so inside a job the store is opened from the URI with
+Application Default Credentials (or the environment). The Airflow side passes ``store=`` (its
+hook's store, built from the connection) to :func:`read_result`.
+
 A job module is three lines::
 
     from sleeve.jobs import run_job
@@ -32,9 +36,10 @@ from sleeve.store import ObjectStore, open_uri, read_json, write_json
 RESULT_NAME = "result.json"
 
 
-def output_location(output_uri: str) -> tuple[ObjectStore, str]:
-    """``(store, prefix)`` for an output URI; artefact keys are ``prefix + name``."""
-    store, key = open_uri(output_uri.rstrip("/") + "/_")
+def output_location(output_uri: str, store: ObjectStore | None = None) -> tuple[ObjectStore, str]:
+    """``(store, prefix)`` for an output URI (resolved through ``store`` when given, see
+    :func:`sleeve.store.open_uri`); artefact keys are ``prefix + name``."""
+    store, key = open_uri(output_uri.rstrip("/") + "/_", store)
     return store, key[:-1]
 
 
@@ -68,8 +73,8 @@ def write_result(output_uri: str, result: dict) -> str:
     return store.uri(prefix + RESULT_NAME)
 
 
-def read_result(output_uri: str) -> dict:
-    store, prefix = output_location(output_uri)
+def read_result(output_uri: str, store: ObjectStore | None = None) -> dict:
+    store, prefix = output_location(output_uri, store)
     return read_json(store, prefix + RESULT_NAME)
 
 

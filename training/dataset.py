@@ -34,13 +34,15 @@ class Example:
                        weight=float(item.get("weight", 1.0)), is_prior=bool(item.get("is_prior", False)))
 
 
-def read_image_bytes(uri: str) -> bytes:
+def read_image_bytes(uri: str, store=None) -> bytes:
+    """The bytes at a path or URI. Tasks pass the configured ``store`` so URIs are read with its
+    client (see :func:`sleeve.store.open_uri`)."""
     if "://" not in uri:
         return Path(uri).read_bytes()
     from sleeve.store import open_uri
 
-    store, key = open_uri(uri)
-    return store.get_bytes(key)
+    src, key = open_uri(uri, store)
+    return src.get_bytes(key)
 
 
 def decode_image(data: bytes):

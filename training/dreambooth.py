@@ -192,7 +192,7 @@ class ClassImages:
         prompt-chunk order; returns ``{"uris", "cache_hit": False}``."""
         images, failed = [], []
         for shard in results:
-            src, key = open_uri(shard["result_uri"], root_url=store.url)
+            src, key = open_uri(shard["result_uri"], store)
             result = read_json(src, key)
             images += result.get("images", [])
             failed += result.get("failed", [])
@@ -278,7 +278,7 @@ def write_train_manifest(store: ObjectStore, request: dict, *, base_model: str, 
 def finished_adapter(store: ObjectStore, request: dict) -> dict | None:
     """The training result of an adapter already trained for the request (never train twice)."""
     prefix = adapter_prefix(request["user_id"], request["request_id"])
-    return read_result(store.uri(prefix)) if store.exists(f"{prefix}/{RESULT_NAME}") else None
+    return read_result(store.uri(prefix), store) if store.exists(f"{prefix}/{RESULT_NAME}") else None
 
 
 def register_adapter(warehouse: Warehouse, store: ObjectStore, request_id: str, trained: dict,

@@ -117,7 +117,7 @@ def read_uploads(store: ObjectStore, uris: list[str]) -> list[bytes | None]:
     out: list[bytes | None] = []
     for uri in uris:
         try:
-            src, key = open_uri(uri, root_url=store.url)
+            src, key = open_uri(uri, store)
             out.append(src.get_bytes(key))
         except (StoreError, OSError, ValueError, LookupError):
             out.append(None)

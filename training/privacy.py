@@ -29,7 +29,7 @@ def _objects_outside_prefix(store: ObjectStore, uris: set[str], prefix: str) -> 
     out = []
     for uri in sorted(u for u in uris if u):
         try:
-            src, key = open_uri(uri, root_url=store.url)
+            src, key = open_uri(uri, store)
         except StoreError:
             continue
         if not (src.url == store.url and key.startswith(prefix)):
@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = get_settings()
+        # A command line without Airflow connections: GCS and BigQuery use Application Default Credentials.
         summary = forget_user(open_warehouse(settings), open_store(settings.store_url), args.user_id,
                               requested_by=args.requested_by)
     except (SettingsError, ValueError) as exc:

@@ -154,7 +154,7 @@ def build_snapshot(warehouse: Warehouse, store: ObjectStore, start: datetime, en
     items, dropped, hashes, phashes = [], [], set(), []
     for row in candidates:
         try:
-            data = read_image_bytes(row["uri"])
+            data = read_image_bytes(row["uri"], store)
             image = decode_image(data)
         except (ValueError, OSError, KeyError) as exc:  # missing object or undecodable bytes
             dropped.append({"ref": row["ref"], "uri": row["uri"], "reason": f"unreadable: {exc}"})

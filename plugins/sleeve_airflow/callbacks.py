@@ -1,12 +1,11 @@
-"""Failure alerts for every Sleeve DAG: recorded in ``task_failures`` (the weekly report's
-health section reads it: Airflow 3 tasks cannot read Airflow's metadata DB) and sent through
-the configured notifier (outbox file or Slack)."""
+"""Failure alerts for every Sleeve DAG: a ``BaseNotifier`` (``dag_defaults.DEFAULT_ARGS``
+``on_failure_callback``) that records the failure in ``task_failures`` (the weekly report's health
+section reads it: Airflow 3 tasks cannot read Airflow's metadata DB) and sends the alert through
+:mod:`sleeve.delivery` (outbox file or Slack)."""
 
 from __future__ import annotations
 
-import logging
-
-log = logging.getLogger(__name__)
+from airflow.sdk import BaseNotifier
 
 
 def failure_alert(context) -> dict:
@@ -33,19 +32,26 @@ def record_failure(warehouse, alert: dict, context, failed_at) -> None:
     }])
 
 
-def notify_failure(context) -> None:
-    """on_failure_callback: record the failure, then alert. A callback must never raise: each
-    step that fails is logged (by error class only) and the other still runs."""
-    from sleeve_airflow.hooks import WarehouseHook
-    from sleeve_airflow.notifier import NotifierHook, utcnow
+class FailureNotifier(BaseNotifier):
+    """Record the failure, then alert. It never raises (BaseNotifier would log the exception's
+    message, which may carry secrets, and re-raise): a step that fails is logged by its error
+    class only, and the other step still runs."""
 
-    alert = failure_alert(context)
-    log.error("Sleeve task failed: %s", alert)
-    try:
-        record_failure(WarehouseHook().warehouse, alert, context, utcnow())
-    except Exception as exc:
-        log.error("could not record the failure in task_failures: %s", type(exc).__name__)
-    try:
-        NotifierHook().send_alert(alert)
-    except Exception as exc:
-        log.error("could not send the failure alert: %s", type(exc).__name__)
+    def notify(self, context) -> None:
+        from sleeve.delivery import send_alert, utcnow
+        from sleeve_airflow.hooks import WarehouseHook
+        from sleeve_airflow.notifier import open_sender
+
+        alert = failure_alert(context)
+        self.log.error("Sleeve task failed: %s", alert)
+        try:
+            record_failure(WarehouseHook().warehouse, alert, context, utcnow())
+        except Exception as exc:
+            self.log.error("could not record the failure in task_failures: %s", type(exc).__name__)
+        try:
+            send_alert(open_sender(), alert)
+        except Exception as exc:
+            self.log.error("could not send the failure alert: %s", type(exc).__name__)
+
+
+notify_failure = FailureNotifier()

@@ -71,7 +71,9 @@ def run_gpu_job(module: str, *, manifest_uri: str, config: dict, output_uri: str
     else:
         _run_subprocess(job_command(module, manifest_uri=manifest_uri, config=config, output_uri=output_uri,
                                     processes=processes), module)
-    return read_result(output_uri)
+    from sleeve_airflow.hooks import ObjectStoreHook
+
+    return read_result(output_uri, ObjectStoreHook().store)  # with the connection's credentials
 
 
 def _run_subprocess(cmd: list[str], name: str) -> None:

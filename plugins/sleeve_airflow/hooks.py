@@ -4,6 +4,12 @@ Each hook returns Sleeve's plain-Python backend for its concern. With no connect
 the embedded default is used (DuckDB file, local store directory), so nothing needs
 credentials on a laptop. In production the connection holds the secret (a service-account key
 in its ``extra``), never the code or the environment of the image.
+
+``sleeve_gcp`` is a ``google_cloud_platform`` connection read as the Google provider reads it
+(the provider itself is not a dependency: it pulls in most of the Google Cloud SDK): extra
+``keyfile_dict`` (the key JSON) or ``key_path`` (a key file), and ``project``, each also under
+its older ``extra__google_cloud_platform__`` name. With neither key, Application Default
+Credentials (workload identity, ``GOOGLE_APPLICATION_CREDENTIALS``) are used.
 """
 
 from __future__ import annotations
@@ -17,24 +23,26 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 from sleeve.settings import Settings, get_settings
 
 
-def _gcp_credentials(conn_id: str):
-    """Service-account credentials from the connection's extra (``keyfile_dict`` JSON or
-    ``key_path``), or None for Application Default Credentials / workload identity."""
+def gcp_credentials(conn_id: str):
+    """``(credentials, project)`` from a ``google_cloud_platform`` connection; credentials are
+    None for Application Default Credentials, and both are None when it is not defined."""
     try:
         conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:  # not defined: Application Default Credentials
         return None, None
     extra = conn.extra_dejson
-    project = extra.get("project") or extra.get("project_id")
+
+    def field(name: str):
+        return extra.get(name) or extra.get(f"extra__google_cloud_platform__{name}") or None
+
     from google.oauth2 import service_account
 
-    if extra.get("keyfile_dict"):
-        info = extra["keyfile_dict"]
+    if info := field("keyfile_dict"):
         info = json.loads(info) if isinstance(info, str) else info
-        return service_account.Credentials.from_service_account_info(info), project
-    if extra.get("key_path"):
-        return service_account.Credentials.from_service_account_file(extra["key_path"]), project
-    return None, project
+        return service_account.Credentials.from_service_account_info(info), field("project")
+    if path := field("key_path"):
+        return service_account.Credentials.from_service_account_file(path), field("project")
+    return None, field("project")
 
 
 class WarehouseHook(BaseHook):
@@ -42,6 +50,7 @@ class WarehouseHook(BaseHook):
 
     conn_name_attr = "gcp_conn_id"
     default_conn_name = "sleeve_gcp"
+    conn_type = "google_cloud_platform"
     hook_name = "Sleeve warehouse"
 
     def __init__(self, gcp_conn_id: str = default_conn_name, settings: Settings | None = None):
@@ -57,7 +66,7 @@ class WarehouseHook(BaseHook):
         if self.settings.warehouse == "bigquery":
             from google.cloud import bigquery
 
-            credentials, project = _gcp_credentials(self.gcp_conn_id)
+            credentials, project = gcp_credentials(self.gcp_conn_id)
             client = bigquery.Client(project=project or self.settings.bq_project, credentials=credentials,
                                      location=self.settings.bq_location)
         return open_warehouse(self.settings, client=client)
@@ -71,6 +80,7 @@ class ObjectStoreHook(BaseHook):
 
     conn_name_attr = "gcp_conn_id"
     default_conn_name = "sleeve_gcp"
+    conn_type = "google_cloud_platform"
     hook_name = "Sleeve object store"
 
     def __init__(self, gcp_conn_id: str = default_conn_name, settings: Settings | None = None):
@@ -82,13 +92,13 @@ class ObjectStoreHook(BaseHook):
     def store(self):
         from sleeve.store import open_store
 
-        store = open_store(self.settings.store_url)
+        client = None
         if self.settings.store_url.startswith("gs://"):
             from google.cloud import storage
 
-            credentials, project = _gcp_credentials(self.gcp_conn_id)
-            store.__dict__["client"] = storage.Client(project=project, credentials=credentials)
-        return store
+            credentials, project = gcp_credentials(self.gcp_conn_id)
+            client = storage.Client(project=project, credentials=credentials)
+        return open_store(self.settings.store_url, client=client)
 
     def get_conn(self):
         return self.store

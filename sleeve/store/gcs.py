@@ -8,8 +8,9 @@ from sleeve.store.base import ObjectStore, StoreError, check_key
 class GCSStore(ObjectStore):
     """A GCS bucket (optionally under a prefix) through google-cloud-storage.
 
-    Credentials come from the environment (Application Default Credentials, or the Airflow
-    connection's key via the hook); ``STORAGE_EMULATOR_HOST`` points the client at an emulator.
+    ``client`` is the Airflow hook's (credentials from its connection); without one, the
+    client uses Application Default Credentials, as GPU jobs do: they run as subprocesses or
+    pods without Airflow connections. ``STORAGE_EMULATOR_HOST`` points a client at an emulator.
     Immutable objects use the create-only precondition ``if_generation_match=0``.
     """
 
@@ -19,14 +20,15 @@ class GCSStore(ObjectStore):
         self.bucket_name = bucket
         self.prefix = prefix.strip("/")
         self.url = f"gs://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
-        if client is not None:
-            self.__dict__["client"] = client
+        self._client = client
 
-    @cached_property
+    @property
     def client(self):
-        from google.cloud import storage
+        if self._client is None:  # built on first use: opening a store needs no credentials yet
+            from google.cloud import storage
 
-        return storage.Client()
+            self._client = storage.Client()
+        return self._client
 
     @cached_property
     def bucket(self):

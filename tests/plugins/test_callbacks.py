@@ -8,7 +8,9 @@ from types import SimpleNamespace
 
 import pendulum
 import pytest
+from airflow.sdk import BaseNotifier
 from sleeve_airflow.callbacks import failure_alert, notify_failure
+from sleeve_airflow.dag_defaults import DEFAULT_ARGS
 
 from tests.plugins.slack_server import SlackServer
 from tests.report_support import make_report_env
@@ -27,6 +29,10 @@ def context(try_number: int = 1) -> dict:
                          try_number=try_number)
     return {"ti": ti, "exception": ValueError(SECRET),
             "data_interval_start": pendulum.datetime(2026, 1, 12, 3), "data_interval_end": pendulum.datetime(2026, 1, 19, 3)}
+
+
+def test_every_task_fails_into_the_notifier():
+    assert isinstance(notify_failure, BaseNotifier) and DEFAULT_ARGS["on_failure_callback"] is notify_failure
 
 
 def test_alert_has_no_exception_message():

@@ -1,14 +1,17 @@
-"""NotifierHook with the REAL slack-sdk clients against a Slack-compatible server on loopback,
-and the embedded outbox transport."""
+"""Delivery through the Slack sender hook with the REAL slack-sdk clients (built by the Slack
+provider's hooks from ``slack`` / ``slackwebhook`` connections) against a Slack-compatible server
+on loopback, and through the embedded outbox."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from airflow.sdk.exceptions import AirflowNotFoundException
 from slack_sdk.errors import SlackApiError
-from sleeve_airflow.notifier import NotifierError, NotifierHook
+from sleeve_airflow.notifier import NotifierError, SlackSenderHook, open_sender
 
+from sleeve.delivery import deliver_report, send_alert
 from sleeve.settings import load_settings
 from tests.plugins.slack_server import SlackServer
 from tests.report_support import make_report_env
@@ -20,6 +23,8 @@ def report_env(tmp_path, monkeypatch):
 
 
 CHANNEL = "C0REPORTS"
+ALERT = {"dag_id": "crawl_songs", "task_id": "fetch", "run_id": "scheduled__2026", "try_number": 3,
+         "data_interval_end": "2026-01-12", "error": "HTTPError"}
 
 
 def rendered(week_start: str = "2026-01-12", chart: bytes = b"\x89PNG chart", text: str = "3 requests") -> dict:
@@ -33,7 +38,7 @@ def rendered(week_start: str = "2026-01-12", chart: bytes = b"\x89PNG chart", te
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
-    monkeypatch.setattr(NotifierHook, "server_error_backoff_s", 0.01)
+    monkeypatch.setattr(SlackSenderHook, "server_error_backoff_s", 0.01)
 
 
 @pytest.fixture
@@ -44,25 +49,25 @@ def slack():
 
 @pytest.fixture
 def bot(report_env, slack, monkeypatch):
-    """A NotifierHook configured like production: SLEEVE_NOTIFIER=slack + connection sleeve_slack."""
+    """The sender configured like production: SLEEVE_NOTIFIER=slack + a `slack` connection sleeve_slack."""
     monkeypatch.setenv("SLEEVE_NOTIFIER", "slack")
     monkeypatch.setenv("SLEEVE_SLACK_CHANNEL", CHANNEL)
     monkeypatch.setenv("AIRFLOW_CONN_SLEEVE_SLACK", json.dumps(
         {"conn_type": "slack", "password": slack.token, "extra": {"base_url": slack.base_url}}))
-    return NotifierHook(settings=load_settings())
+    return open_sender(load_settings())
 
 
 def test_outbox_gets_markdown_blocks_and_pngs(report_env):
     warehouse, sleeve_env = report_env.warehouse, report_env.settings
-    hook = NotifierHook(settings=sleeve_env)
-    assert hook.transport == "outbox"
-    row = hook.send_report(warehouse, rendered(), {"n": 1})
+    outbox = open_sender(sleeve_env)
+    assert outbox.transport == "outbox"
+    row = deliver_report(warehouse, outbox, rendered(), {"n": 1})
     folder = sleeve_env.outbox_dir / "weekly_report" / "2026-01-12"
     assert sorted(p.name for p in folder.iterdir()) == ["ratings.png", "report.blocks.json", "report.md",
                                                         "top_covers.png"]
     assert json.loads((folder / "report.blocks.json").read_text())["text"] == "3 requests"
     assert row["outbox_uri"] == folder.as_uri()
-    hook.send_report(warehouse, rendered(text="4 requests"), {"n": 2})  # re-run: same files, updated
+    deliver_report(warehouse, outbox, rendered(text="4 requests"), {"n": 2})  # re-run: same files, updated
     assert (folder / "report.md").read_text() == "# report\n4 requests\n"
     stored = warehouse.query("SELECT * FROM reports")
     assert len(stored) == 1 and json.loads(stored[0]["summary"]) == {"n": 2}
@@ -71,19 +76,19 @@ def test_outbox_gets_markdown_blocks_and_pngs(report_env):
 def test_bot_posts_once_then_updates(report_env, slack, bot):
     warehouse = report_env.warehouse
     assert bot.client.auth_test()["ok"]
-    bot.send_report(warehouse, rendered(), {})
+    deliver_report(warehouse, bot, rendered(), {})
     assert len(slack.calls("chat.postMessage")) == 1 and len(slack.files) == 2
     (ts, message), = slack.messages.items()
     assert message["channel"] == CHANNEL and message["blocks"][0]["type"] == "section"
     assert {f["thread_ts"] for f in slack.files.values()} == {ts}  # charts in the message's thread
     assert {f["data"] for f in slack.files.values()} == {b"\x89PNG chart", b"\x89PNG grid"}
 
-    bot.send_report(warehouse, rendered(text="3 requests, updated"), {})  # same week again
+    deliver_report(warehouse, bot, rendered(text="3 requests, updated"), {})  # same week again
     assert len(slack.calls("chat.postMessage")) == 1 and len(slack.calls("chat.update")) == 1
     assert slack.messages[ts]["text"] == "3 requests, updated" and slack.messages[ts]["edits"] == 1
     assert len(slack.calls("files.getUploadURLExternal")) == 2  # unchanged images are not re-uploaded
 
-    bot.send_report(warehouse, rendered(chart=b"\x89PNG new chart"), {})
+    deliver_report(warehouse, bot, rendered(chart=b"\x89PNG new chart"), {})
     assert len(slack.calls("files.delete")) == 1 and len(slack.files) == 2
     assert b"\x89PNG new chart" in {f["data"] for f in slack.files.values()}
     row, = warehouse.query("SELECT * FROM reports")
@@ -94,7 +99,7 @@ def test_bot_posts_once_then_updates(report_env, slack, bot):
 def test_each_week_gets_its_own_message(report_env, slack, bot):
     warehouse = report_env.warehouse
     for week in ("2026-01-05", "2026-01-12", "2026-01-19"):
-        bot.send_report(warehouse, rendered(week), {})
+        deliver_report(warehouse, bot, rendered(week), {})
     assert len(slack.messages) == 3 and warehouse.count("reports") == 3
 
 
@@ -102,7 +107,7 @@ def test_429_is_retried_after_retry_after(report_env, slack, bot):
     warehouse = report_env.warehouse
     slack.fail_next("chat.postMessage", 429, times=2, retry_after=0)
     slack.fail_next("files.getUploadURLExternal", 429, retry_after=0)
-    bot.send_report(warehouse, rendered(), {})
+    deliver_report(warehouse, bot, rendered(), {})
     assert len(slack.calls("chat.postMessage")) == 3 and len(slack.messages) == 1
     assert len(slack.files) == 2
 
@@ -110,12 +115,12 @@ def test_429_is_retried_after_retry_after(report_env, slack, bot):
 def test_5xx_is_retried_and_then_fails_loudly(report_env, slack, bot):
     warehouse = report_env.warehouse
     slack.fail_next("chat.postMessage", 503, times=2)
-    bot.send_report(warehouse, rendered(), {})
+    deliver_report(warehouse, bot, rendered(), {})
     assert len(slack.messages) == 1
 
     slack.fail_next("chat.update", 500, times=10)  # beyond the retry budget
     with pytest.raises(SlackApiError):
-        bot.send_report(warehouse, rendered(), {})
+        deliver_report(warehouse, bot, rendered(), {})
     assert len(slack.calls("chat.update")) == 4  # first try + 3 retries
     assert len(slack.messages) == 1  # a failed update never turns into a second post
 
@@ -124,8 +129,8 @@ def test_ts_is_kept_when_an_upload_fails(report_env, slack, bot):
     warehouse = report_env.warehouse
     slack.fail_next("files.completeUploadExternal", 500, times=4)  # first try + 3 retries
     with pytest.raises(SlackApiError):
-        bot.send_report(warehouse, rendered(), {})
-    bot.send_report(warehouse, rendered(), {})  # the retry of the task
+        deliver_report(warehouse, bot, rendered(), {})
+    deliver_report(warehouse, bot, rendered(), {})  # the retry of the task
     assert len(slack.messages) == 1 and len(slack.calls("chat.update")) == 1
 
 
@@ -135,11 +140,11 @@ def test_webhook_posts_text_and_blocks_once(report_env, slack, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_SLEEVE_SLACK", json.dumps({"conn_type": "slackwebhook",
                                                                 "password": slack.webhook_url}))
     monkeypatch.setenv("SLEEVE_SLACK_CHANNEL", "C-unused")
-    hook = NotifierHook(settings=load_settings())
+    hook = open_sender(load_settings())
     assert hook.transport == "webhook"
     slack.fail_next("webhook", 429, retry_after=0)
-    hook.send_report(warehouse, rendered(), {})
-    hook.send_report(warehouse, rendered(), {})  # a webhook cannot edit: no second post
+    deliver_report(warehouse, hook, rendered(), {})
+    deliver_report(warehouse, hook, rendered(), {})  # a webhook cannot edit: no second post
     assert len(slack.webhook_posts) == 1 and len(slack.calls("webhook")) == 2
     assert slack.webhook_posts[0]["text"] == "3 requests" and slack.webhook_posts[0]["blocks"]
 
@@ -148,7 +153,7 @@ def test_bad_token_is_an_error(report_env, slack, bot):
     warehouse = report_env.warehouse
     slack.token = "xoxb-other"
     with pytest.raises(SlackApiError, match="invalid_auth"):
-        bot.send_report(warehouse, rendered(), {})
+        deliver_report(warehouse, bot, rendered(), {})
 
 
 def test_configuration_errors_name_the_fix(report_env, monkeypatch):
@@ -156,16 +161,57 @@ def test_configuration_errors_name_the_fix(report_env, monkeypatch):
     monkeypatch.setenv("SLEEVE_SLACK_WEBHOOK", "")
     monkeypatch.setenv("SLEEVE_SLACK_CHANNEL", "C1")
     with pytest.raises(NotifierError, match="SLEEVE_SLACK_TOKEN"):
-        _ = NotifierHook(settings=load_settings()).transport
+        _ = SlackSenderHook(settings=load_settings()).transport
     monkeypatch.delenv("SLEEVE_SLACK_CHANNEL")
     monkeypatch.setenv("AIRFLOW_CONN_SLEEVE_SLACK", json.dumps({"conn_type": "slack", "password": "xoxb-1"}))
-    monkeypatch.setenv("SLEEVE_SLACK_WEBHOOK", "http://127.0.0.1:9/hook")  # passes settings, but a token wins
+    monkeypatch.setenv("SLEEVE_SLACK_WEBHOOK", "http://127.0.0.1:9/hook")  # ignored: the connection is defined
     with pytest.raises(NotifierError, match="channel id"):
-        _ = NotifierHook(settings=load_settings()).transport
+        _ = SlackSenderHook(settings=load_settings()).transport
 
 
 def test_alert_through_slack_has_no_exception_message(slack, bot):
-    bot.send_alert({"dag_id": "crawl_songs", "task_id": "fetch", "run_id": "scheduled__2026", "try_number": 3,
-                    "data_interval_end": "2026-01-12", "error": "HTTPError"})
+    send_alert(bot, ALERT)
     (message,) = slack.messages.values()
     assert "crawl_songs.fetch" in message["text"] and "HTTPError" in message["text"]
+
+
+def test_connections_as_the_slack_provider_saves_them(report_env, slack, monkeypatch):
+    """A `slack` connection with the provider's older prefixed extra name, and a `slackwebhook`
+    one with the webhook token as password and the endpoint as schema + host, work unchanged."""
+    monkeypatch.setenv("SLEEVE_NOTIFIER", "slack")
+    monkeypatch.setenv("SLEEVE_SLACK_CHANNEL", CHANNEL)
+    monkeypatch.setenv("AIRFLOW_CONN_SLEEVE_SLACK", json.dumps({
+        "conn_type": "slack", "password": slack.token,
+        "extra": {"extra__slack__base_url": slack.base_url, "extra__slack__timeout": 5}}))
+    deliver_report(report_env.warehouse, open_sender(load_settings()), rendered(), {})
+    assert len(slack.messages) == 1 and len(slack.files) == 2
+
+    monkeypatch.setenv("AIRFLOW_CONN_SLEEVE_SLACK", json.dumps({
+        "conn_type": "slackwebhook", "schema": "http", "host": f"127.0.0.1:{slack.port}/services",
+        "password": slack.webhook_path.removeprefix("/services/")}))
+    webhook = open_sender(load_settings())
+    assert webhook.transport == "webhook"
+    send_alert(webhook, ALERT)
+    assert len(slack.webhook_posts) == 1 and "crawl_songs.fetch" in slack.webhook_posts[0]["text"]
+
+    # Sleeve's earlier documented shape: a `slack` connection holding a webhook URL.
+    monkeypatch.setenv("AIRFLOW_CONN_SLEEVE_SLACK", json.dumps({"conn_type": "slack", "password": slack.webhook_url}))
+    assert open_sender(load_settings()).transport == "webhook"
+
+
+def test_environment_is_used_only_when_the_connection_is_not_defined(report_env, slack, monkeypatch):
+    monkeypatch.setenv("SLEEVE_NOTIFIER", "slack")
+    monkeypatch.setenv("SLEEVE_SLACK_WEBHOOK", slack.webhook_url)
+    webhook = open_sender(load_settings())
+    assert webhook.transport == "webhook"
+    deliver_report(report_env.warehouse, webhook, rendered(), {})
+    assert len(slack.webhook_posts) == 1
+
+    monkeypatch.setenv("SLEEVE_SLACK_TOKEN", "xoxb-from-env")
+    monkeypatch.setenv("SLEEVE_SLACK_CHANNEL", CHANNEL)
+    bot = SlackSenderHook(settings=load_settings())
+    assert bot.transport == "bot" and bot.client.token == "xoxb-from-env"  # a token wins over a webhook
+
+    monkeypatch.setenv("AIRFLOW_CONN_SLEEVE_SLACK", json.dumps({"conn_type": "slack", "password": ""}))
+    with pytest.raises(AirflowNotFoundException, match="password"):  # defined but empty: no silent fallback
+        _ = SlackSenderHook(settings=load_settings()).transport

@@ -37,6 +37,21 @@ def test_round_trip_on_emulator(gcs_client):
     assert store.list("covers/") == []
 
 
+def test_open_store_and_open_uri_use_the_given_client(gcs_client):
+    """The hook's client (credentials from its connection) is the one that reads, also for an
+    object in another bucket."""
+    from sleeve.store import open_store, open_uri
+
+    store = open_store("gs://sleeve-test/injected", client=gcs_client)
+    assert store.client is gcs_client
+    store.put_bytes("a.txt", b"a")
+    assert store.get_bytes("a.txt") == b"a"
+    same, key = open_uri("gs://sleeve-test/injected/a.txt", store)
+    assert same is store and key == "a.txt"
+    other, key = open_uri("gs://other-bucket/b.txt", store)
+    assert other.client is gcs_client and (other.url, key) == ("gs://other-bucket", "b.txt")
+
+
 class _PreconditionProxy(BaseHTTPRequestHandler):
     upstream = ""
     seen: list[str] = []

@@ -54,8 +54,8 @@ def test_bad_keys_rejected(tmp_path, key):
 def test_open_uri_round_trip(tmp_path):
     store = open_store(f"file://{tmp_path}")
     store.put_bytes("m/a.json", b"{}")
-    other, key = open_uri(store.uri("m/a.json"), root_url=store.url)
-    assert key == "m/a.json" and other.get_bytes(key) == b"{}"
+    other, key = open_uri(store.uri("m/a.json"), store)
+    assert other is store and key == "m/a.json"
     other, key = open_uri(store.uri("m/a.json"))
     assert other.get_bytes(key) == b"{}"
     with pytest.raises(StoreError):
@@ -75,3 +75,9 @@ def test_job_output_folders_upload_and_download(tmp_path):
     assert store.upload_dir("", src) == ["sub/card.md", "weights.bin"]  # the store's root as prefix
     back = download_output(store.uri("models/v1"), tmp_path / "back")
     assert (back / "sub" / "card.md").read_text() == "card" and (back / "weights.bin").read_bytes() == b"w"
+
+
+def test_a_local_store_does_not_reach_gcs(tmp_path):
+    """Resolving through the configured store never builds a GCS client of its own."""
+    with pytest.raises(StoreError, match="outside the configured store"):
+        open_uri("gs://elsewhere/a.png", open_store(f"file://{tmp_path}"))
