@@ -11,6 +11,7 @@ import hashlib
 from datetime import datetime, timedelta
 
 from sleeve.ids import hash_email, mask_email, stable_id
+from sleeve.reviews import record_reviews
 from sleeve.settings import Settings
 from sleeve.store import ObjectStore
 from sleeve.warehouse import Warehouse
@@ -70,17 +71,16 @@ def seed_reviews(warehouse: Warehouse, week_start: datetime, week_end: datetime)
         "WHERE r.kind = 'demo' AND r.created_at >= @start AND r.created_at < @end",
         {"start": week_start, "end": week_end},
     )
-    rows = []
+    reviews = []
     for image in images:
         rating = 1 + min(4, int(5 * _unit("rating", image["image_id"]) ** 0.6))
         created = max(image["created_at"] or week_start, week_start)
-        rows.append({
-            "review_id": stable_id("demo-review", image["image_id"], image["user_id"]),
-            "image_id": image["image_id"], "user_id": image["user_id"], "rating": rating,
-            "comment": None, "created_at": min(created, week_end - timedelta(seconds=1)),
-        })
-    warehouse.upsert("reviews", rows)
-    return len(rows)
+        reviews.append({"image_id": image["image_id"], "user_id": image["user_id"], "rating": rating,
+                        "created_at": min(created, week_end - timedelta(seconds=1))})
+    outcome = record_reviews(warehouse, reviews)
+    if outcome["rejected"]:
+        raise RuntimeError(f"demo reviews were rejected: {outcome['rejected'][:3]}")
+    return outcome["recorded"]
 
 
 def seed_personalization(warehouse: Warehouse, settings: Settings, store: ObjectStore, week_start: datetime) -> str:
