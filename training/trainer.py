@@ -460,7 +460,7 @@ def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, clas
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         random.setstate(state["python_rng"])
         step, losses = state["step"], list(state["losses"])
-    (log.info if state else log.warning)("%s (%s)", checkpoints.note, work_dir)
+    (log.warning if "discarded" in checkpoints.note else log.info)("%s (%s)", checkpoints.note, work_dir)
     print(checkpoints.note, flush=True)
     resumed_from = step
     loop_started = last_checkpoint = _clock()
