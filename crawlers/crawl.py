@@ -117,16 +117,16 @@ def failure_item(key: str, exc: Exception, *, cover: bool = False) -> Item:
 
 class Crawler:
     def __init__(self, warehouse, store, *, run_id: str, stage: str, interval: tuple[datetime, datetime],
-                 limits: CoverLimits | None = None, since: date | None = None, flush_every: int = 256,
+                 limits: CoverLimits | None = None, since: date | None = None, flush_every: int = 5000,
                  flush_interval_s: float = 1.0):
         self.warehouse, self.store, self.run_id, self.stage = warehouse, store, run_id, stage
         self.interval_start, self.ts = interval
         self.limits, self.since = limits or CoverLimits(), since
-        # Each warehouse write has a fixed cost (a MERGE; on the embedded DuckDB about as much as
-        # a hundred rows), so items are written in batches: at the latest every flush_every items,
-        # and whenever flush_interval_s has passed and no result is waiting. A crash loses at most
-        # the unwritten batch (re-fetched on resume; covers are content-addressed, so nothing is
-        # stored twice). flush_every=1 writes item by item.
+        # Each warehouse write has a fixed cost (a MERGE: on the embedded DuckDB of a busy machine
+        # up to seconds, whatever the row count), so items are written in batches: what finished
+        # within each flush_interval_s, and at the latest every flush_every items. A crash loses at
+        # most the unwritten batch (re-fetched on resume; covers are content-addressed, so nothing
+        # is stored twice). flush_every=1 writes item by item.
         self.flush_every, self.flush_interval_s = max(1, flush_every), flush_interval_s
         self._pending: list[tuple[str, list[Item]]] = []
         self._errored: set[str] = set()
@@ -338,7 +338,9 @@ class Crawler:
     # -- the loop ----------------------------------------------------------------------------
     def run(self, http: HttpClient, plans: list[Work], on_item=None) -> dict:
         """Plan and crawl on one scheduler: each plan's work is queued as soon as it is planned,
-        so one source's pages are fetched while another is still being planned."""
+        so one source's pages are fetched while another is still being planned. The main thread
+        records results as they come and writes them once per ``flush_interval_s``, everything
+        finished by then in one batch (the slower the warehouse, the bigger the batch)."""
         done = self.done_work()
         scheduler = HostScheduler(http.limiter, http.max_workers)
         self._last_flush = time.monotonic()
@@ -348,28 +350,31 @@ class Crawler:
             while scheduler.outstanding:
                 wait = max(0.0, self._last_flush + self.flush_interval_s - time.monotonic())
                 try:
-                    work, result, exc = scheduler.get(timeout=wait if self._pending else None)
+                    self._take(scheduler, *scheduler.get(timeout=wait if self._pending else None), done, on_item)
                 except queue.Empty:
-                    self.flush()
-                    continue
-                if exc is not None:  # a bug, not bad input: record it, keep going, fail at the end
-                    log.error("crawling %s failed", work.key, exc_info=exc)
-                    result = [Item(work.key, None, outcome="error", reason=type(exc).__name__,
-                                   detail=f"{type(exc).__name__}: {exc}")]
-                elif isinstance(result, Plan):
-                    self._queue_planned(scheduler, work, result, done)
-                    result = result.items
-                if result or work.kind != "plan":  # a plan without outcomes of its own leaves no row
-                    self.record(work.key, result)
-                    if on_item:
-                        on_item(work, result)
-                if self._pending and not scheduler.pending_results() and \
-                        time.monotonic() - self._last_flush >= self.flush_interval_s:
+                    pass
+                if self._pending and time.monotonic() - self._last_flush >= self.flush_interval_s:
+                    while scheduler.pending_results():
+                        self._take(scheduler, *scheduler.get(), done, on_item)
                     self.flush()
         finally:
             scheduler.close()
         self.flush()
         return self.stats()
+
+    def _take(self, scheduler: HostScheduler, work: Work, result, exc, done: set[str], on_item) -> None:
+        """Record one finished work item (queueing the work of a plan)."""
+        if exc is not None:  # a bug, not bad input: record it, keep going, fail at the end
+            log.error("crawling %s failed", work.key, exc_info=exc)
+            result = [Item(work.key, None, outcome="error", reason=type(exc).__name__,
+                           detail=f"{type(exc).__name__}: {exc}")]
+        elif isinstance(result, Plan):
+            self._queue_planned(scheduler, work, result, done)
+            result = result.items
+        if result or work.kind != "plan":  # a plan without outcomes of its own leaves no row
+            self.record(work.key, result)
+            if on_item:
+                on_item(work, result)
 
     def _queue_planned(self, scheduler: HostScheduler, plan: Work, result: Plan, done: set[str]) -> None:
         if plan.key in self._errored and not any(i.outcome == "error" for i in result.items):
@@ -415,7 +420,7 @@ def sample_clients(http: HttpClient, urls: dict[str, str], *, obey_robots: bool 
 
 def run_crawl(request: CrawlRequest, *, settings, warehouse, store, interval: tuple[datetime, datetime],
               run_id: str | None = None, catalogue=None, site_options: dict | None = None, site=None,
-              on_item=None, flush_every: int = 256) -> dict:
+              on_item=None, flush_every: int = 5000) -> dict:
     """Crawl one source for one data interval and record its stage_runs row; returns the stats.
     Source ``sample`` serves the synthetic catalogue on loopback for the duration of the crawl
     (``site_options``: latency / injected faults / charsets, see

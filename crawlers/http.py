@@ -1,8 +1,8 @@
 """The shared HTTP layer every crawler uses.
 
 One ``requests.Session``; a per-host rate limit (MusicBrainz asks for at most 1 request/s) that
-every request start obeys, retries and redirect hops included (redirects are followed here,
-not inside requests); retries with exponential backoff on 429/5xx, connection errors and
+holds as the server counts, for every request, retries and redirect hops included (redirects
+are followed here, not inside requests); retries with exponential backoff on 429/5xx, connection errors and
 bodies cut off mid-way, honouring ``Retry-After``; a per-request deadline (connect, headers and
 body together: a server trickling bytes cannot hold a worker); a byte cap; and conditional
 requests (ETag / Last-Modified) against an optional on-disk cache. Every failure is a
@@ -21,7 +21,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,51 +82,95 @@ def host_of(url: str) -> str:
     return parts.netloc.lower()
 
 
-class RateLimiter:
-    """At most ``rate`` request starts per second per host, spaced at least ``1/rate`` apart (no
-    bursts). The spacing is measured from when each request really starts, not from when it was
-    scheduled: a thread that wakes late (a busy machine) pushes the next start out instead of
-    squeezing two requests together. ``margin`` widens the spacing a little more, so that the
-    jitter between starting a request and its arrival cannot make a server see more than
-    ``rate`` requests in any one-second window."""
+class _Host:
+    def __init__(self, n: int):
+        self.n, self.turn, self.cond = n, threading.Lock(), threading.Condition()
+        self.recent: deque = deque()  # [start, done] of the last n requests, oldest first
+        self.frontier = 0.0  # the latest completion among the requests before them
+        self.deferred = 0.0
 
-    def __init__(self, rate: float, overrides: dict[str, float] | None = None, margin: float = 0.05):
+
+class RateLimiter:
+    """At most ``rate`` requests per second per host, as the server counts them: never more than
+    N = max(1, floor(rate)) arrivals in any window of N / rate seconds (1 s for rate >= 1).
+
+    A request reaches the server before its response (or failure) comes back, so request ``m``
+    starts only when every request up to ``m - N`` has completed and the window has passed
+    since the latest of those completions: whatever the network or a busy machine delays, no
+    window can hold N + 1 arrivals. Starts are also kept ``catch_up`` x 1/rate apart (no
+    bursts). With rate <= 1 this is: the next request a full interval after the previous
+    response. ``margin`` widens the window a little, for clock resolution."""
+
+    def __init__(self, rate: float, overrides: dict[str, float] | None = None, margin: float = 0.005,
+                 catch_up: float = 0.9):
         if rate <= 0:
             raise ValueError("rate must be positive (requests per second per host)")
-        self.rate, self.overrides, self.margin = rate, dict(overrides or {}), margin
-        self._next: dict[str, float] = {}
-        self._hosts: dict[str, threading.Lock] = {}
+        self.rate, self.overrides, self.margin, self.catch_up = rate, dict(overrides or {}), margin, catch_up
+        self._hosts: dict[str, _Host] = {}
         self._lock = threading.Lock()
 
     def rate_for(self, host: str) -> float:
         return self.overrides.get(host, self.rate)
 
     def interval(self, host: str) -> float:
-        return (1.0 + self.margin) / self.rate_for(host)
+        """The mean spacing of starts at the limit."""
+        return 1.0 / self.rate_for(host)
+
+    def _host(self, host: str) -> _Host:
+        with self._lock:
+            if host not in self._hosts:
+                self._hosts[host] = _Host(max(1, int(self.rate_for(host))))
+            return self._hosts[host]
+
+    def _slot(self, state: _Host, host: str) -> float:
+        window = state.n * self.interval(host) * (1.0 + self.margin)
+        slot = max(state.deferred, state.frontier + window)
+        if state.recent:
+            gap = self.interval(host) * (self.catch_up if state.n > 1 else 1.0)
+            slot = max(slot, state.recent[-1][0] + gap)
+        if len(state.recent) >= state.n:  # the oldest still counts: estimate it done by now
+            slot = max(slot, (state.recent[0][1] or state.recent[0][0]) + window)
+        return slot
 
     def next_slot(self, host: str) -> float:
-        """When the host's next request may start (monotonic clock; may be in the past)."""
-        return self._next.get(host, 0.0)
+        """When the host's next request may start, as far as known now (monotonic clock)."""
+        state = self._host(host)
+        with state.cond:
+            return self._slot(state, host)
 
-    def wait(self, host: str) -> float:
-        """Block until this host may get the next request; returns seconds waited. One thread
-        at a time per host: the others queue behind it."""
-        with self._lock:
-            host_lock = self._hosts.setdefault(host, threading.Lock())
-        started = time.monotonic()
-        with host_lock:
-            delay = self._next.get(host, 0.0) - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            now = time.monotonic()
-            with self._lock:
-                self._next[host] = max(self._next.get(host, 0.0), now + self.interval(host))
-        return now - started
+    def wait(self, host: str) -> list:
+        """Block until this host may get the next request; returns its token for :meth:`done`.
+        One thread at a time per host: the others queue behind it."""
+        state = self._host(host)
+        with state.turn, state.cond:
+            while True:
+                if len(state.recent) >= state.n:
+                    if state.recent[0][1] is None:  # still in flight: its arrival time is unknown
+                        state.cond.wait(1.0)
+                        continue
+                    state.frontier = max(state.frontier, state.recent.popleft()[1])
+                    continue
+                delay = self._slot(state, host) - time.monotonic()
+                if delay <= 0:
+                    break
+                state.cond.wait(delay)
+            token = [time.monotonic(), None, state]
+            state.recent.append(token)
+        return token
+
+    def done(self, token: list) -> None:
+        """The request of ``token`` has its response (or has failed): it has reached the server,
+        if it ever will."""
+        state = token[2]
+        with state.cond:
+            token[1] = time.monotonic()
+            state.cond.notify_all()
 
     def defer(self, host: str, seconds: float) -> None:
-        """A server said 'slow down' (Retry-After): push this host's next slot out."""
-        with self._lock:
-            self._next[host] = max(self._next.get(host, 0.0), time.monotonic() + seconds)
+        """A server said 'slow down' (Retry-After): no request to this host before then."""
+        state = self._host(host)
+        with state.cond:
+            state.deferred = max(state.deferred, time.monotonic() + seconds)
 
 
 class _Deadline:
@@ -339,13 +383,16 @@ class HttpClient:
             raise FetchError(url, "not an http(s) URL with a host", kind="bad_url", permanent=True)
         host, attempt = host_of(url), 0
         while True:
-            self.limiter.wait(host)
+            token = self.limiter.wait(host)
             self._count("requests")
             resp = None
             with DEADLINES.running(self.deadline_s) as deadline:
                 try:
-                    resp = self.session.get(url, headers=headers, timeout=self.timeout, stream=True,
-                                            allow_redirects=False)
+                    try:
+                        resp = self.session.get(url, headers=headers, timeout=self.timeout, stream=True,
+                                                allow_redirects=False)
+                    finally:  # the response's headers are in (or it failed): the server has seen it
+                        self.limiter.done(token)
                     body = self._read_capped(resp, url)
                     status, why = resp.status_code, f"HTTP {resp.status_code}"
                 except TRANSIENT as exc:

@@ -26,9 +26,11 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import multiprocessing
+import pickle
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -288,13 +290,17 @@ def _handler_for(site: SampleSite, index: int):
     return Handler
 
 
-def _serve(pipe, catalogues, options) -> None:
-    """Child process of :class:`SampleSiteProcess`: serve until told to stop, then send the log."""
+def serve_stdio() -> None:
+    """Child side of :class:`SampleSiteProcess`: (catalogues, options) in on stdin, the tenants'
+    URLs out; serve until stdin says stop (or closes), then send the request log."""
+    catalogues, options = pickle.load(sys.stdin.buffer)
     site = SampleSite(catalogues, **options).start()
-    pipe.send(site.tenant_urls)
-    pipe.recv()
+    pickle.dump(site.tenant_urls, sys.stdout.buffer)
+    sys.stdout.buffer.flush()
+    sys.stdin.buffer.readline()
     site.stop()
-    pipe.send(site.hits)
+    pickle.dump(site.hits, sys.stdout.buffer)
+    sys.stdout.buffer.flush()
 
 
 class SampleSiteProcess:
@@ -309,18 +315,21 @@ class SampleSiteProcess:
         self.urls: dict[str, str] = {}
 
     def __enter__(self) -> SampleSiteProcess:
-        context = multiprocessing.get_context("spawn")
-        self._pipe, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, self.catalogues, self.options), daemon=True)
-        self._process.start()
-        self.tenant_urls = self._pipe.recv()
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", "from crawlers.sample_site import serve_stdio; serve_stdio()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        pickle.dump((self.catalogues, self.options), self._process.stdin)
+        self._process.stdin.flush()
+        self.tenant_urls = pickle.load(self._process.stdout)
         self.urls = self.tenant_urls[0]
         return self
 
     def __exit__(self, *exc) -> None:
-        self._pipe.send("stop")
-        self.hits = self._pipe.recv()
-        self._process.join(timeout=10)
+        self._process.stdin.write(b"stop\n")
+        self._process.stdin.flush()
+        self.hits = pickle.load(self._process.stdout)
+        self._process.stdin.close()
+        self._process.wait(timeout=30)
 
     def max_rate(self, window_s: float = 1.0) -> dict[str, int]:
         return max_in_window(self.hits, window_s)
