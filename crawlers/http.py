@@ -383,9 +383,8 @@ class HttpClient:
             raise FetchError(url, "not an http(s) URL with a host", kind="bad_url", permanent=True)
         host, attempt = host_of(url), 0
         while True:
-            token = self.limiter.wait(host)
             self._count("requests")
-            resp = None
+            resp, token = None, self.limiter.wait(host)
             with DEADLINES.running(self.deadline_s) as deadline:
                 try:
                     try:

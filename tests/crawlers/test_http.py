@@ -5,8 +5,8 @@ conditional requests, User-Agent, byte cap."""
 import pytest
 
 from crawlers.http import FetchError, HttpClient, TooLarge, host_of
-from crawlers.schedule import HostScheduler
 from crawlers.sample_site import SampleSite
+from crawlers.schedule import HostScheduler
 
 
 def test_429_retry_after_is_honoured(catalogue, http):
