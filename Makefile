@@ -10,6 +10,15 @@ export AIRFLOW_HOME ?= $(SLEEVE_HOME)/airflow
 export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
+# Airflow on a small machine (`make demo-ui` on 2 cores): the LocalExecutor forks `parallelism`
+# workers at start (default 32), the API server 4 and the DAG processor 2; SQLite writers wait
+# for the lock instead of failing "database is locked". Override any of them in the environment.
+export AIRFLOW__CORE__PARALLELISM ?= 4
+export AIRFLOW__API__WORKERS ?= 1
+export AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES ?= 1
+ifeq ($(origin AIRFLOW__DATABASE__SQL_ALCHEMY_CONN),undefined)
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS ?= sleeve_airflow.local_airflow.SQLITE_CONNECT_ARGS
+endif
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1

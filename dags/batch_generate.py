@@ -15,7 +15,7 @@ one's model, cut shards) → **generate** (one mapped GPU job per shard: `infere
   version and a model version (default: production now), e.g. regenerate last month's covers
   with the new model. It inserts `backfill` requests (ids pin song, prompt, model) and renders them.
 * GPU: shards run on the GPU execution path (`SLEEVE_GPU_EXECUTOR`: subprocess, Celery queue and
-  pool `gpu`, or a pod), at most `SLEEVE_GPU_SLOTS` at once. A shard loads the model once.
+  pool `gpu`, or a pod), at most as many at once as the `gpu` pool has slots. A shard loads the model once.
 * Exactly once: images are content-addressed and each has a record keyed by
   `image_id = uuid5(request_id, image_index, model_version)`; a killed shard re-run skips what
   is stored and every row is an upsert.
@@ -28,7 +28,7 @@ from __future__ import annotations
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 from sleeve_airflow.assets import IMAGES
 from sleeve_airflow.dag_defaults import DEFAULT_ARGS, START_DATE
-from sleeve_airflow.gpu import gpu_task_kwargs
+from sleeve_airflow.gpu import GPU_TASK
 
 from sleeve.settings import get_settings
 
@@ -65,15 +65,17 @@ def batch_generate():
         """Select (or create, for a backfill) the requests, write shard manifests and the plan."""
         from sleeve_airflow.context import data_interval, mark_stage_start, param_range
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
+        from sleeve_airflow.preflight import preflight
 
         from inference.shards import plan_run
 
+        preflight("warehouse", "store", "gpu", "base_model")
         mark_stage_start(context)
         start, end = data_interval(context)
         return plan_run(WarehouseHook().warehouse, ObjectStoreHook().store, context["params"], start=start, end=end,
                         backfill_range=param_range(context, "backfill_from", "backfill_to"), settings=get_settings())
 
-    @task(multiple_outputs=False, max_active_tis_per_dag=get_settings().gpu_slots, **gpu_task_kwargs())
+    @task(multiple_outputs=False, **GPU_TASK)
     def generate(shard: dict, **context) -> dict:
         """One GPU job: load the model once, render the shard, store images + result.json."""
         from sleeve_airflow.gpu import run_gpu_job
