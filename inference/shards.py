@@ -240,7 +240,10 @@ def record_run(warehouse: Warehouse, store: ObjectStore, params: dict, *, start:
     """The record step: :func:`record_results` for the requests and shards of the run's plan.
     It runs when every shard has finished, failed ones included: the shards that made their
     images are recorded, and a failed shard's requests stay pending with its reason."""
-    body = read_json(store, plan_key(start, params))
+    key = plan_key(start, params)
+    if not store.exists(key):
+        raise RuntimeError(f"no plan at {key}: the plan task did not finish, so there is nothing to record")
+    body = read_json(store, key)
     backfill = body.get("backfill")
     extra = {"backfill_created": backfill["created"], "backfill_no_prompt": len(backfill["no_prompt"])} \
         if backfill else {}
