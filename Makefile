@@ -25,7 +25,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export DIFFUSERS_VERBOSITY ?= error
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: setup demo demo-ui airflow rollback test lint bench bench-gpu clean
+.PHONY: setup demo demo-ui airflow rollback test lint bench bench-table bench-gpu clean
 
 # Dependencies: torch first (resolves to the local CPU build here), then the pinned rest.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -61,10 +61,16 @@ lint: $(BIN)/.installed
 test: setup lint
 	$(BIN)/python -m pytest -q
 
+# Every CPU part, >= 3 rounds each: $(SLEEVE_HOME)/bench.json (ARGS="--only generate,train" for some).
 bench: setup
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(ARGS)
 
-# Real SDXL size with random weights: needs a CUDA GPU (says so and exits 2 without one).
+# The README's benchmark table from $(SLEEVE_HOME)/bench.json.
+bench-table: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.table
+
+# Real SDXL size with random weights, within 8 minutes: needs a CUDA GPU (says so and exits 2
+# without one); writes $(SLEEVE_HOME)/bench-gpu.json.
 bench-gpu: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.gpu $(ARGS)
 

@@ -19,6 +19,10 @@ one's model, cut shards) → **generate** (one mapped GPU job per shard: `infere
 * Exactly once: images are content-addressed and each has a record keyed by
   `image_id = uuid5(request_id, image_index, model_version)`; a killed shard re-run skips what
   is stored and every row is an upsert.
+* One shard failing (say, a corrupt adapter) loses nothing else: **record** runs once every
+  shard has finished, records the images the other shards made, and leaves the failed shard's
+  requests pending with its error as the reason (the next run retries them); then
+  **shards_ok** fails the run, so the failure shows.
 * Sizes/steps: `SLEEVE_GEN_SIZE` / `SLEEVE_GEN_STEPS` (64 px / 4 steps for the tiny model;
   1024 / 30 for SDXL), or per request (`generation_requests.width/height/steps`).
 """
@@ -53,7 +57,6 @@ from sleeve.settings import get_settings
         "kinds": Param(["user", "demo", "backfill"], type="array", description="Request kinds to render"),
         "max_requests": Param(10_000, type="integer", minimum=1, description="At most this many requests per run"),
         "shard_size": Param(16, type="integer", minimum=1, description="Requests per GPU job (one model load)"),
-        "batch_size": Param(8, type="integer", minimum=1, description="Images per forward pass"),
         "format": Param("png", enum=["png", "webp"], description="Stored image format"),
     },
     tags=["sleeve", "generation", "gpu"],
@@ -87,9 +90,9 @@ def batch_generate():
                              output_uri=shard["output_uri"])
         return shard_outcome(shard, result)
 
-    @task(multiple_outputs=False, trigger_rule="none_failed", outlets=[IMAGES])
-    def record(results: list[dict] | None, **context) -> dict:
-        """Upsert images and request status, and the run's stage_runs stats."""
+    @task(multiple_outputs=False, trigger_rule="all_done", outlets=[IMAGES])
+    def record(**context) -> dict:
+        """Upsert images and request status from every shard that finished, and the run's stats."""
         from sleeve_airflow.context import data_interval, stage_started_at
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
 
@@ -97,10 +100,19 @@ def batch_generate():
 
         start, end = data_interval(context)
         return record_run(WarehouseHook().warehouse, ObjectStoreHook().store, context["params"], start=start,
-                          end=end, results=list(results or []), started_at=stage_started_at(context, "plan"))
+                          end=end, started_at=stage_started_at(context, "plan"))
 
-    shards = plan()
-    shards >> record(generate.expand(shard=shards))
+    @task(trigger_rule="one_failed", retries=0)
+    def shards_ok() -> None:
+        """Runs only when a shard (or record) failed: fails the run after record kept the rest."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException("a generation shard failed; its requests stay pending (see record's stats)")
+
+    generated = generate.expand(shard=plan())
+    recorded = record()
+    generated >> recorded
+    [generated, recorded] >> shards_ok()
 
 
 batch_generate()
