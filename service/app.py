@@ -284,9 +284,9 @@ def create_app(settings: Settings, *, worker: bool = True) -> FastAPI:
             state = "ok"
         except WarehouseBusy:
             state = "busy"
-        return {"status": "ok", "warehouse": state,
+        return {"status": "ok", "warehouse": state, "warehouse_yields": getattr(warehouse, "yields", None),
                 "generation": "airflow" if settings.airflow_api_url else "embedded",
-                "generation_error": generator.last_error}
+                "generation_ready": generator.ready, "generation_error": generator.last_error}
 
     # --- pages ------------------------------------------------------------------------------------
     def page(request: Request, name: str, status: int = 200, **values) -> Response:

@@ -51,6 +51,7 @@ class AirflowTrigger:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        self.ready = True
 
     def _post(self, path: str, body: dict, token: str | None = None) -> requests.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -149,12 +150,21 @@ class ShardProcess:
             raise ShardJobError("the shard worker stopped or timed out")
         return json.loads(line)
 
-    def run(self, manifest_uri: str, config: str, output_uri: str) -> None:
-        self.start()
+    @property
+    def ready(self) -> bool:
+        return bool(self._proc and self._ready)
+
+    def warm(self) -> None:
+        """Wait for the child's ``{"ready": true}`` (its imports done)."""
         with self._lock:
             if not self._ready:
-                self._reply()  # {"ready": true} once the imports are done
+                self._reply()
                 self._ready = True
+
+    def run(self, manifest_uri: str, config: str, output_uri: str) -> None:
+        self.start()
+        self.warm()
+        with self._lock:
             self._proc.stdin.write(json.dumps({"manifest": manifest_uri, "config": config,
                                                "output": output_uri}) + "\n")
             self._proc.stdin.flush()
@@ -189,8 +199,13 @@ class EmbeddedWorker:
         self.rendered = 0
         self.last_error: str | None = None
 
+    @property
+    def ready(self) -> bool:
+        return self._jobs.ready
+
     def start(self) -> None:
         self._jobs.start()  # its imports warm up while the first request is typed
+        threading.Thread(target=self._jobs.warm, name="covers-worker-warm-up", daemon=True).start()
         self._thread = threading.Thread(target=self._loop, name="covers-worker", daemon=True)
         self._thread.start()
 

@@ -373,4 +373,6 @@ def test_delete_my_data_removes_everything_of_the_user_and_the_account(client):
 
 def test_healthz(client):
     body = client.get("/healthz").json()
-    assert body == {"status": "ok", "warehouse": "ok", "generation": "embedded", "generation_error": None}
+    assert body == {"status": "ok", "warehouse": "ok", "warehouse_yields": 0, "generation": "embedded",
+                    "generation_ready": False,
+                    "generation_error": None}  # this app was made without its worker
