@@ -75,7 +75,7 @@ class AirflowTrigger:
         """Create a run of ``dag_id`` now (no logical date: its data interval is its run time)."""
         body = {"logical_date": None, "conf": conf or {}, "note": note}
         response = self._post(f"/api/v2/dags/{dag_id}/dagRuns", body, self.token())
-        if response.status_code == 401:  # the token expired: one fresh one
+        if response.status_code in (401, 403):  # an expired or stale token (Airflow says 403): one fresh one
             response = self._post(f"/api/v2/dags/{dag_id}/dagRuns", body, self.token(renew=True))
         if response.status_code not in (200, 201):
             detail = _detail(response)
