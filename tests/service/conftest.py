@@ -18,13 +18,18 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def app_settings(sleeve_env, monkeypatch):
-    """Settings of a private SLEEVE_HOME whose warehouse waits at most 1 s for the file."""
+def app_settings(tmp_path, monkeypatch):
+    """Settings of a private SLEEVE_HOME whose warehouse waits at most 1 s for the file (the
+    app migrates it at start, through its own warehouse, faster than a connection per statement)."""
     from sleeve.settings import get_settings
 
+    monkeypatch.setenv("SLEEVE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SLEEVE_BASE_MODEL", str(tiny_model_dir()))
     monkeypatch.setenv("SLEEVE_SERVICE_DB_WAIT_S", "1")
     get_settings.cache_clear()
-    return get_settings()
+    settings = get_settings()
+    settings.ensure_dirs()
+    return settings
 
 
 @pytest.fixture
