@@ -139,7 +139,9 @@ async def _creator(client, until: float, every_s: float = 5.0) -> int:
     return made
 
 
-def _p95(values: list[float]) -> float:
+def _p95(values: list[float]) -> float | None:
+    if not values:
+        return None
     return round(statistics.quantiles(values, n=20)[18], 1) if len(values) >= 20 else round(max(values), 1)
 
 
@@ -175,6 +177,8 @@ async def _variant(url: str, rounds: int, duration_s: float) -> dict:
                 lost += int(u.last_rating is not None and stored.get(u.image_id) != u.last_rating)
             out["lost"].append(lost)
             out["first_errors"] = [e for u in users for e in u.errors][:5]
+            print(f"service bench round: p95 {out['p95'][-1]} ms, errors {out['errors'][-1]}, lost {lost}, "
+                  f"calls {out['calls'][-1]}, ops {({k: v[-1] for k, v in out['ops'].items()})}", file=sys.stderr)
         for u in users:
             await u.client.aclose()
         return out

@@ -81,6 +81,32 @@ ERRORS = {400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Probl
           503: {"model": Problem}}
 
 
+class BodyLimit:
+    """Refuses a body over its limit as it streams in (a chunked upload has no Content-Length)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit, seen = body_limit(scope["path"]), 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise StarletteHTTPException(413, f"the request body is larger than {limit // 2**20} MiB")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def body_limit(path: str) -> int:
+    return MAX_UPLOAD_BYTES if path in ("/api/me/photos", "/personal") else MAX_BODY_BYTES
+
+
 def service_secret(settings: Settings) -> str:
     """SLEEVE_SERVICE_SECRET, or a random key made once and kept (0600) under SLEEVE_HOME."""
     if settings.service_secret:
@@ -113,8 +139,10 @@ def create_app(settings: Settings, *, worker: bool = True) -> FastAPI:
         if hasattr(warehouse, "close"):
             warehouse.close()
 
-    app = FastAPI(title="Sleeve covers", version="1", lifespan=lifespan,
+    # No /docs page: it loads its script from a CDN, which the CSP (and an offline box) refuses.
+    app = FastAPI(title="Sleeve covers", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Ask for album covers, review them, download them, browse the best.")
+    app.add_middleware(BodyLimit)
     app.state.settings, app.state.warehouse, app.state.store = settings, warehouse, store
     app.state.generator = generator
     sessions = Sessions(service_secret(settings))
@@ -125,7 +153,7 @@ def create_app(settings: Settings, *, worker: bool = True) -> FastAPI:
     # --- cross-cutting: body size, same-site writes, headers, errors ------------------------
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        limit = MAX_UPLOAD_BYTES if request.url.path in ("/api/me/photos", "/personal") else MAX_BODY_BYTES
+        limit = body_limit(request.url.path)
         length = request.headers.get("content-length")
         if length and (not length.isdigit() or int(length) > limit):
             return _problem(request, 413, f"the request body is larger than {limit // 2**20} MiB")

@@ -71,16 +71,16 @@ def sign_up(warehouse: Warehouse, email: str, password: str, pii_key: str) -> di
     email, password = normalise_email(email), check_password(password)
     email_hash = hash_email(email, pii_key)
     user_id = user_id_for(email_hash)
-    taken = warehouse.query("SELECT user_id FROM users WHERE user_id = @u UNION ALL "
-                            "SELECT user_id FROM service_accounts WHERE user_id = @u", {"u": user_id})
-    if taken:
+    # Taken only once an account exists: a users row without one (a sign-up cut short by a busy
+    # warehouse, which a retry completes) is the same user, from the same address hash.
+    if warehouse.query("SELECT user_id FROM service_accounts WHERE user_id = @u", {"u": user_id}):
         raise AuthError("an account with this email already exists; sign in instead", 409)
     now = datetime.now(UTC)  # when the account was made: an event time, not a key
     masked = mask_email(email)
     warehouse.upsert("users", [{"user_id": user_id, "email_hash": email_hash, "email_masked": masked,
                                 "display_name": masked.split("@", 1)[0], "is_demo": False, "created_at": now}])
     warehouse.upsert("service_accounts", [{"user_id": user_id, "password_hash": HASHER.hash(password),
-                                           "created_at": now, "updated_at": now}])
+                                           "created_at": now, "updated_at": now}])  # last: it makes the account
     return {"user_id": user_id, "email_masked": masked}
 
 

@@ -63,6 +63,16 @@ def test_one_account_per_email(client):
     assert response.status_code == 409 and "sign in" in response.json()["detail"]
 
 
+def test_a_sign_up_cut_short_before_its_account_can_be_completed(client):
+    from service.auth import user_id_for
+    from sleeve.ids import hash_email
+
+    email_hash = hash_email(EMAIL, client.app_state.settings.pii_key)
+    client.app_state.warehouse.upsert("users", [{"user_id": user_id_for(email_hash), "email_hash": email_hash}])
+    assert sign_up(client, EMAIL)["user_id"] == user_id_for(email_hash)
+    assert client.app_state.warehouse.count("users") == 1
+
+
 def test_sign_in_and_out(client):
     sign_up(client, EMAIL)
     client.post("/api/logout")
@@ -289,6 +299,15 @@ def test_oversized_bodies_are_refused_before_they_are_read(client):
     sign_up(client)
     response = client.post("/api/covers", content=b"{" + b" " * (2 * 2**20) + b"}",
                            headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "larger than" in response.json()["detail"]
+
+    def chunks():  # no Content-Length: counted as it arrives
+        yield b'{"title": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'", "artist": "y"}'
+
+    response = client.post("/api/covers", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413 and "larger than" in response.json()["detail"]
 
 
