@@ -28,11 +28,36 @@ from pathlib import Path
 USERS, DURATION_S, THINK_S = 50, 60.0, (0.5, 1.5)
 PASSWORD = "bench password 123"
 TIMED = ("gallery", "status", "review")
-# The baseline server: the service with the warehouse a first version would use.
-STOCK = ("import service.app as app\n"
-         "from sleeve.warehouse.duckdb_backend import DuckDBWarehouse\n"
-         "app.service_warehouse = lambda s: DuckDBWarehouse(s.warehouse_path, lock_timeout_s=s.service_db_wait_s)\n"
-         "from service.__main__ import main\nmain()\n")
+# The baseline server: the service on the stock warehouse, a DuckDB connection per call. Its
+# calls are serialised: concurrent connects of one process to the same file fail ("Unique file
+# handle conflict"), so that is what a first working version does.
+STOCK = """
+import threading
+import service.app as app
+from sleeve.warehouse.duckdb_backend import DuckDBWarehouse
+
+class Serialised(DuckDBWarehouse):
+    lock = threading.RLock()
+    def query(self, sql, params=None):
+        with self.lock:
+            return super().query(sql, params)
+    def execute(self, sql, params=None):
+        with self.lock:
+            return super().execute(sql, params)
+    def columns(self, table):
+        with self.lock:
+            return super().columns(table)
+    def tables(self):
+        with self.lock:
+            return super().tables()
+    def _merge(self, *args):
+        with self.lock:
+            return super()._merge(*args)
+
+app.service_warehouse = lambda s: Serialised(s.warehouse_path, lock_timeout_s=s.service_db_wait_s)
+from service.__main__ import main
+main()
+"""
 
 
 def _start(home: Path, port: int, model: str, stock: bool) -> subprocess.Popen:
@@ -59,8 +84,9 @@ async def _wait_ready(client, timeout_s: float = 300) -> None:
 async def _await_done(client, request_id: str, timeout_s: float = 600) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        body = (await client.get(f"/api/requests/{request_id}")).json()
-        if body["status"] in ("done", "failed"):
+        response = await client.get(f"/api/requests/{request_id}")
+        body = response.json() if response.status_code == 200 else {}
+        if body.get("status") in ("done", "failed"):
             return body
         await asyncio.sleep(0.2)
     raise RuntimeError(f"request {request_id} was not rendered")

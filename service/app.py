@@ -147,6 +147,7 @@ def create_app(settings: Settings, *, worker: bool = True) -> FastAPI:
     app.state.generator = generator
     sessions = Sessions(service_secret(settings))
     labeller, gallery = covers.Labeller(), covers.Gallery()
+    reviews = app.state.reviews = covers.Reviews(warehouse, settings.service_db_wait_s)
     templates = Jinja2Templates(directory=HERE / "templates")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
@@ -248,7 +249,7 @@ def create_app(settings: Settings, *, worker: bool = True) -> FastAPI:
     @app.post("/api/images/{image_id}/review", responses=ERRORS, tags=["covers"])
     def api_review(image_id: ID, body: ReviewBody, request: Request) -> dict:
         """Rate one of your covers 1-5 stars (a second review replaces the first); unlocks its download."""
-        result = covers.review(warehouse, _require(request)["user_id"], image_id, body.rating, body.comment)
+        result = reviews.review(_require(request)["user_id"], image_id, body.rating, body.comment)
         gallery.clear()
         return result
 
@@ -430,7 +431,7 @@ def create_app(settings: Settings, *, worker: bool = True) -> FastAPI:
         if not rating.isdigit() or not 1 <= int(rating) <= 5:
             raise RequestProblem("rating must be a whole number of stars from 1 to 5")
         image = covers.own_image(warehouse, user["user_id"], image_id)
-        covers.review(warehouse, user["user_id"], image_id, int(rating), comment or None)
+        reviews.review(user["user_id"], image_id, int(rating), comment or None)
         gallery.clear()
         return RedirectResponse(f"/requests/{image['request_id']}#image-{image_id}", 303)
 

@@ -32,6 +32,7 @@ from inference.labels import (
 )
 from inference.policy import policy_violations
 from inference.prompts import PROMPT_VERSION, build_prompt, prompt_row
+from service.warehouse import WarehouseBusy
 from sleeve.ids import content_hash, stable_id
 from sleeve.reviews import record_reviews
 from sleeve.warehouse import Warehouse
@@ -260,15 +261,60 @@ def visible_image(warehouse: Warehouse, user_id: str | None, image_id: str) -> d
     raise NotFound(f"no cover {image_id!r}")
 
 
-def review(warehouse: Warehouse, user_id: str, image_id: str, rating: int, comment: str | None) -> dict:
-    """The one review of this user for their image (a second review updates it)."""
-    own_image(warehouse, user_id, image_id)
-    outcome = record_reviews(warehouse, [{"image_id": image_id, "user_id": user_id, "rating": rating,
-                                          "comment": comment, "created_at": datetime.now(UTC)}])
-    if outcome["rejected"]:
-        raise RequestProblem(outcome["rejected"][0]["reason"])
-    return {"image_id": image_id, "rating": rating, "comment": (comment or "").strip() or None,
-            "download_url": f"/api/images/{image_id}/download"}
+class Reviews:
+    """Reviews enter through ``sleeve.reviews.record_reviews``, and concurrent ones share one
+    call (group commit): whoever finds no write in progress writes everything queued, the rest
+    wait for it, so a burst of reviews costs a few warehouse writes instead of one each.
+    ``writes`` counts the calls made (for tests)."""
+
+    def __init__(self, warehouse: Warehouse, wait_s: float):
+        self.warehouse, self.wait_s = warehouse, wait_s
+        self._queue: list[dict] = []
+        self._writing = False
+        self._cond = threading.Condition()
+        self.writes = 0
+
+    def review(self, user_id: str, image_id: str, rating: int, comment: str | None) -> dict:
+        """The one review of this user for their image (a second review updates it)."""
+        own_image(self.warehouse, user_id, image_id)
+        item = {"review": {"image_id": image_id, "user_id": user_id, "rating": rating, "comment": comment,
+                           "created_at": datetime.now(UTC)}, "done": False, "error": None}
+        deadline = time.monotonic() + self.wait_s
+        with self._cond:
+            self._queue.append(item)
+            while not item["done"]:
+                if not self._writing:
+                    self._writing = True
+                    batch, self._queue = self._queue, []
+                    self._cond.release()
+                    try:
+                        self._write(batch)
+                    finally:
+                        self._cond.acquire()
+                        self._writing = False
+                        self._cond.notify_all()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 and item in self._queue:  # not taken by a write in time
+                        self._queue.remove(item)
+                        raise WarehouseBusy("the warehouse is busy writing; retry shortly")
+                    self._cond.wait(max(remaining, 0.05))  # (one in flight finishes its write)
+        if item["error"] is not None:
+            raise item["error"]
+        return {"image_id": image_id, "rating": rating, "comment": (comment or "").strip() or None,
+                "download_url": f"/api/images/{image_id}/download"}
+
+    def _write(self, batch: list[dict]) -> None:
+        try:
+            self.writes += 1
+            outcome = record_reviews(self.warehouse, [item["review"] for item in batch])
+            for rejected in outcome["rejected"]:
+                batch[rejected["index"]]["error"] = RequestProblem(rejected["reason"])
+        except Exception as exc:  # the whole write failed (e.g. busy): every review in it says so
+            for item in batch:
+                item["error"] = exc
+        for item in batch:
+            item["done"] = True
 
 
 class Gallery:
