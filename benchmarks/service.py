@@ -226,6 +226,12 @@ def run(rounds: int = 3, duration_s: float = DURATION_S) -> dict:
         proc = _start(home, port, model, stock)
         try:
             results[name] = asyncio.run(_variant(f"http://127.0.0.1:{port}", rounds, duration_s))
+        except Exception as exc:
+            if not stock:
+                raise
+            # Seen on a loaded 2-core box: the baseline's 50 sign-ups time out (30 s) queued behind
+            # ~60 ms connects; say so instead of dropping the service's own figures.
+            results[name] = {"failed": f"{type(exc).__name__}: {exc}"[:200]}
         finally:
             proc.terminate()
             try:
@@ -234,6 +240,15 @@ def run(rounds: int = 3, duration_s: float = DURATION_S) -> dict:
                 proc.kill()
     ours, stock = results["sleeve"], results["stock"]
     p95 = statistics.median(ours["p95"])
+    if "failed" in stock:
+        baseline, ratio = {"stock_failed": stock["failed"]}, None
+    else:
+        baseline = {
+            "stock_p95_ms": statistics.median(stock["p95"]), "stock_p95_ms_rounds": stock["p95"],
+            "stock_errors": sum(stock["errors"]), "stock_reviews_lost": sum(stock["lost"]),
+            **{f"stock_p95_ms_{op}": statistics.median(v) for op, v in stock["ops"].items()},
+            "stock_first_errors": stock.get("first_errors", [])}
+        ratio = round(statistics.median(stock["p95"]) / p95, 2) if p95 else None
     return {
         "name": "covers service under load (loopback, embedded defaults)",
         "metrics": {
@@ -245,12 +260,9 @@ def run(rounds: int = 3, duration_s: float = DURATION_S) -> dict:
             **{f"service_p95_ms_{op}": statistics.median(v) for op, v in ours["ops"].items()},
             "service_covers_s": round(statistics.median(ours["covers_s"]), 2),
             "service_covers_s_rounds": [round(v, 2) for v in ours["covers_s"]],
-            "stock_p95_ms": statistics.median(stock["p95"]), "stock_p95_ms_rounds": stock["p95"],
-            "stock_errors": sum(stock["errors"]), "stock_reviews_lost": sum(stock["lost"]),
-            **{f"stock_p95_ms_{op}": statistics.median(v) for op, v in stock["ops"].items()},
-            "service_first_errors": ours.get("first_errors", []), "stock_first_errors": stock.get("first_errors", []),
+            "service_first_errors": ours.get("first_errors", []), **baseline,
         },
-        "ratios": {"service_p95_speedup_vs_stock_duckdb": round(statistics.median(stock["p95"]) / p95, 2) if p95 else None},
+        "ratios": {"service_p95_speedup_vs_stock_duckdb": ratio},
         "notes": (f"{USERS} users x {duration_s:.0f} s x {rounds} rounds, think time {THINK_S[0]}-{THINK_S[1]} s, "
                   "p95 over gallery/status/review while 4 covers are requested every 5 s"),
     }
