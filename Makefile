@@ -25,7 +25,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export DIFFUSERS_VERBOSITY ?= error
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: setup demo demo-ui airflow rollback test lint bench bench-table bench-gpu clean
+.PHONY: setup demo demo-ui serve airflow rollback test lint bench bench-table bench-gpu clean
 
 # Dependencies: torch first (resolves to the local CPU build here), then the pinned rest.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -47,6 +47,10 @@ demo: setup
 
 demo-ui: setup
 	$(BIN)/airflow standalone
+
+# The covers web service on http://127.0.0.1:8000 (SLEEVE_SERVICE_HOST / SLEEVE_SERVICE_PORT).
+serve: setup
+	$(BIN)/python -m service
 
 airflow: setup
 	$(BIN)/airflow $(ARGS)
