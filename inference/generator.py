@@ -29,12 +29,15 @@ import io
 import json
 import logging
 import time
+import uuid
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sleeve.ids import sha256_bytes, stable_id
-from sleeve.keys import image_record_key
+from sleeve.keys import image_record_key, owner_of
+from sleeve.scratch import job_scratch
 from sleeve.store import ObjectStore, open_store, open_uri, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -289,8 +292,24 @@ def load_pipeline(base_model: str, adapters: Sequence[Adapter] = (), *, dtype=No
 
     pipe = DiffusionPipeline.from_pretrained(base_model, dtype=dtype)
     cache_dir = Path(cache_dir or Path.home() / ".cache" / "sleeve")
-    apply_adapters(pipe, [(a.uri, fetch_adapter(a.uri, cache_dir, store_url), a.weight) for a in adapters])
+    with ExitStack() as personal:  # a user's adapter never outlives the load on a worker's disk
+        local = []
+        for a in adapters:
+            folder = cache_dir
+            if owner := _adapter_owner(a.uri, store_url):
+                folder = personal.enter_context(
+                    job_scratch(f"adapter-{sha256_bytes(a.uri.encode())[:16]}-{uuid.uuid4().hex[:8]}", user_id=owner))
+            local.append((a.uri, fetch_adapter(a.uri, folder, store_url), a.weight))
+        apply_adapters(pipe, local)  # the weights are in memory from here on
     return pipe
+
+
+def _adapter_owner(uri: str, store_url: str | None) -> str | None:
+    """The user a stored adapter belongs to (a DreamBooth adapter under ``users/<id>/``)."""
+    if not uri.startswith(("file://", "gs://")):
+        return owner_of(uri)
+    _, key = open_uri(uri, open_store(store_url) if store_url else None)
+    return owner_of(key)
 
 
 def apply_adapters(pipe, adapters: Sequence[tuple[str, Path, float]]) -> None:

@@ -219,3 +219,22 @@ def test_adapters_fused_single_and_weighted_mix(tiny_model, lora_dirs, tmp_path)
 def test_missing_adapter_is_a_clear_error(tiny_model, tmp_path):
     with pytest.raises(FileNotFoundError, match="pytorch_lora_weights.safetensors"):
         CoverGenerator(str(tiny_model), [Adapter(str(tmp_path / "nowhere"))], cache_dir=tmp_path)
+
+
+def test_a_users_adapter_is_not_left_on_the_workers_disk(tiny_model, lora_dirs, tmp_path, monkeypatch):
+    """Shared adapters are cached; a DreamBooth adapter (under users/<id>/) is fetched into the
+    job's scratch space and removed once loaded, so forgetting the user leaves no copy behind."""
+    style, user = lora_dirs
+    scratch = tmp_path / "scratch"
+    monkeypatch.setattr("sleeve.scratch.scratch_root", lambda: scratch)
+    store = open_store(f"file://{tmp_path}/store")
+    store.upload_dir("users/u1/adapters/r1", user)
+    store.upload_dir("models/style/v1", style)
+    cache = tmp_path / "cache"
+    gen = CoverGenerator(str(tiny_model), [Adapter(f"{store.url}/models/style/v1", 1.0),
+                                           Adapter(f"{store.url}/users/u1/adapters/r1", 0.5)],
+                         cache_dir=cache, store_url=store.url)
+    assert len(gen.pipe.unet.peft_config) == 2  # both were loaded
+    cached = sorted(p.relative_to(cache).parts[-1] for p in cache.rglob("*.safetensors"))
+    assert cached == ["pytorch_lora_weights.safetensors"]  # the shared one only
+    assert not any(scratch.rglob("*.safetensors"))
