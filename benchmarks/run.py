@@ -14,10 +14,10 @@ import sys
 import time
 import traceback
 
-from benchmarks import crawl, dag_imports, demo, generate, snapshot, train
+from benchmarks import crawl, dag_imports, demo, generate, product, snapshot, train
 from sleeve.settings import get_settings
 
-PARTS = [dag_imports, crawl, generate, train, snapshot, demo]
+PARTS = [dag_imports, crawl, generate, train, snapshot, product, demo]
 
 
 def main() -> int:
