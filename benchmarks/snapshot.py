@@ -12,6 +12,11 @@ the manifest are removed again, so every round does the same work.
 Baseline: what the snapshot did before, written competently: every cover's bytes read, decoded
 and hashed every week, and each hash compared with every kept one (``int`` XOR + popcount, not
 ``ImageHash`` objects), then the same split and manifest. It runs at 10k only: it is quadratic.
+
+The near-duplicate search alone is measured too, on the catalogue's stored hashes at both sizes:
+:func:`sleeve.phash.near_duplicates` (banded index) against a full scan in numpy, each hash
+against the array of kept ones (vectorised XOR + ``bitwise_count``), which a numpy user writes
+when the hashes are already stored. Both must give the same answer.
 """
 
 from __future__ import annotations
@@ -160,6 +165,31 @@ def quadratic_snapshot(warehouse, store) -> dict:
     return {"examples": len(items), "dropped": len(dropped)}
 
 
+def numpy_full_scan(values: list[int], max_distance: int) -> list[int | None]:
+    """The stock near-duplicate search: each hash against every kept one, vectorised."""
+    import numpy as np
+
+    hashes = np.array(values, dtype=np.uint64)
+    kept, kept_at = np.empty_like(hashes), np.empty(len(values), dtype=np.int64)
+    count, twins = 0, []
+    for j, value in enumerate(hashes):
+        near = np.flatnonzero(np.bitwise_count(kept[:count] ^ value) <= max_distance)
+        if near.size:
+            twins.append(int(kept_at[near[0]]))
+        else:
+            twins.append(None)
+            kept[count], kept_at[count] = value, j
+            count += 1
+    return twins
+
+
+def _stored_hashes(warehouse) -> list[int]:
+    from sleeve.phash import parse_phash
+
+    rows = warehouse.query("SELECT phash FROM covers WHERE phash IS NOT NULL ORDER BY song_id")
+    return [parse_phash(r["phash"]) for r in rows]
+
+
 def _rounds(fn, reset) -> tuple[list[float], object]:
     times, out = [], None
     for _ in range(ROUNDS):
@@ -175,10 +205,12 @@ def _summary(times: list[float]) -> dict:
 
 
 def run() -> dict:
-    from training.snapshot import build_snapshot
+    from sleeve.phash import near_duplicates
+    from training.snapshot import SnapshotConfig, build_snapshot
 
     metrics, notes = {}, []
-    sleeve_at = {}
+    sleeve_at, index_at = {}, {}
+    bits = SnapshotConfig().phash_distance
     for n in SIZES:
         with tempfile.TemporaryDirectory(prefix="sleeve-bench-snapshot-") as tmp:
             setup = time.perf_counter()
@@ -188,6 +220,16 @@ def run() -> dict:
                                   lambda w=warehouse, s=store, ids=new, k=keep: _reset(w, s, ids, k))
             sleeve_at[n] = _summary(times)
             label = f"{n // 1000}k"
+            hashes = _stored_hashes(warehouse)
+            index_times, twins = _rounds(lambda h=hashes: near_duplicates(h, bits), lambda: None)
+            scan_times, scan_twins = _rounds(lambda h=hashes: numpy_full_scan(h, bits), lambda: None)
+            if twins != scan_twins:
+                raise AssertionError("the banded index and the full scan found different near-duplicates")
+            for name, t in (("near_duplicates_index", index_times), ("baseline_numpy_full_scan", scan_times)):
+                summary = _summary(t)
+                metrics[f"{name}_seconds_{label}"] = summary["median"]
+                metrics[f"{name}_seconds_{label}_min_max"] = [summary["min"], summary["max"]]
+            index_at[n] = (statistics.median(scan_times), statistics.median(index_times))
             metrics[f"snapshot_seconds_{label}"] = sleeve_at[n]["median"]
             metrics[f"snapshot_seconds_{label}_min_max"] = [sleeve_at[n]["min"], sleeve_at[n]["max"]]
             counts = snap["counts"]
@@ -210,6 +252,8 @@ def run() -> dict:
         "metrics": metrics,
         "ratios": {f"speedup_vs_quadratic_{small // 1000}k": round(metrics[f"baseline_quadratic_seconds_{small // 1000}k"]
                                                                    / sleeve_at[small]["median"], 2),
+                   **{f"near_duplicates_speedup_vs_numpy_scan_{n // 1000}k": round(scan / max(index, 1e-9), 2)
+                      for n, (scan, index) in index_at.items()},
                    f"growth_{large // 1000}k_over_{small // 1000}k": round(sleeve_at[large]["median"]
                                                                            / sleeve_at[small]["median"], 2),
                    f"snapshot_{large // 1000}k / 10 s target": round(sleeve_at[large]["median"] / 10, 2)},
