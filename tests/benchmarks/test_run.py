@@ -33,3 +33,10 @@ def test_snapshot_bench_baseline_does_the_same_work(tmp_path):
     assert snap["counts"]["reference"] > 0 and snap["counts"]["reference_weeks"] == 4
     bench._reset(warehouse, store, new, keep)
     assert bench.quadratic_snapshot(warehouse, store)["examples"] == snap["counts"]["examples"]
+    # the index-only baseline answers as the index does, on the catalogue's stored hashes
+    from sleeve.phash import near_duplicates
+
+    hashes = bench._stored_hashes(warehouse)
+    assert len(hashes) >= 300 - len(new) and bench.numpy_full_scan(hashes, 4) == near_duplicates(hashes, 4)
+    # planted at 51, 151 and 251 (those at 1, 101 and 201 copy a cover whose hash is new this week)
+    assert sum(t is not None for t in near_duplicates(hashes, 4)) == 3
