@@ -16,7 +16,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export DIFFUSERS_VERBOSITY ?= error
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: setup demo demo-ui airflow rollback test lint bench bench-gpu clean
+.PHONY: setup demo demo-ui airflow rollback test lint bench bench-gpu test-cluster clean
 
 # Dependencies: torch first (resolves to the local CPU build here), then the pinned rest.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -51,6 +51,15 @@ lint: $(BIN)/.installed
 
 test: setup lint
 	$(BIN)/python -m pytest -q
+
+# The CeleryExecutor stack (Celery, Redis and PostgreSQL providers) with the images' own install
+# script, then the local cluster test (cluster/run.py): PostgreSQL + Redis + Airflow on loopback.
+$(BIN)/.cluster-installed: $(BIN)/.installed docker/install.sh docker/requirements/airflow-celery.txt
+	docker/install.sh $(BIN)/pip celery
+	touch $@
+
+test-cluster: setup $(BIN)/.cluster-installed
+	$(BIN)/python -m cluster
 
 bench: setup
 	$(BIN)/python -m benchmarks
