@@ -49,7 +49,12 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff check --select AIR --preview dags plugins  # incl. Airflow rules still in preview
 
-test: setup lint
+# The BigQuery emulator's own environment (it needs another duckdb than Sleeve): tests/bqemu.py.
+.venv-bqemu/.installed: tests/bqemu-requirements.txt tests/bqemu.py | $(BIN)/.installed
+	$(BIN)/python -m tests.bqemu
+	touch $@
+
+test: setup lint .venv-bqemu/.installed
 	$(BIN)/python -m pytest -q
 
 # The CeleryExecutor stack (Celery, Redis and PostgreSQL providers) with the images' own install

@@ -35,7 +35,7 @@ class Setting:
 
 
 def _secret(var: str) -> str:
-    return "${%s:?set %s in docker/.env}" % (var, var)
+    return f"${{{var}:?set {var} in docker/.env}}"
 
 
 SHARED: tuple[Setting, ...] = (

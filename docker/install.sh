@@ -16,6 +16,12 @@ cd "$(dirname "$0")/.."
 pip=${1:?usage: docker/install.sh PIP STEP...}
 shift
 [ $# -gt 0 ] || { echo "install.sh: name at least one step (core celery pods torch ml sleeve)" >&2; exit 2; }
+for step in "$@"; do  # all names checked before anything is installed
+    case "$step" in
+        core | celery | pods | torch | ml | sleeve) ;;
+        *) echo "install.sh: unknown step '$step' (core celery pods torch ml sleeve)" >&2; exit 2 ;;
+    esac
+done
 req=docker/requirements
 airflow="apache-airflow==$(sed -n 's/^apache-airflow==//p' constraints.txt)"
 for step in "$@"; do
@@ -27,6 +33,5 @@ for step in "$@"; do
                     "torch==$(sed -n 's/^torch==//p' constraints.txt)" ;;
         ml)     "$pip" install -c constraints.txt -r "$req/sleeve-ml.txt" ;;
         sleeve) "$pip" install --no-deps -e . ;;
-        *) echo "install.sh: unknown step '$step' (core celery pods torch ml sleeve)" >&2; exit 2 ;;
     esac
 done
