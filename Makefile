@@ -49,12 +49,9 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff check --select AIR --preview dags plugins  # incl. Airflow rules still in preview
 
-# The BigQuery emulator's own environment (it needs another duckdb than Sleeve): tests/bqemu.py.
-.venv-bqemu/.installed: tests/bqemu-requirements.txt tests/bqemu.py | $(BIN)/.installed
-	$(BIN)/python -m tests.bqemu
-	touch $@
-
-test: setup lint .venv-bqemu/.installed
+# The BigQuery emulator tests build its own environment .venv-bqemu on first use (tests/bqemu.py);
+# when it cannot be built they skip and say why.
+test: setup lint
 	$(BIN)/python -m pytest -q
 
 # The CeleryExecutor stack (Celery, Redis and PostgreSQL providers) with the images' own install

@@ -241,7 +241,7 @@ class Scenario:
         """Fault 1: SIGKILL the gpu worker (and the training job under it) after the first
         checkpoint, restart it; the retry must resume and end with the same adapter bytes as
         an uninterrupted run of the same job."""
-        from training.trainer import list_checkpoints
+        from training.checkpoints import list_checkpoints
 
         started = time.monotonic()
         run_id = self.trigger("weekly_retrain", week_end, {"steps": TRAIN_STEPS})

@@ -90,5 +90,42 @@ def emulator(project: str, timeout: float = 120):
         log.unlink(missing_ok=True)
 
 
+def added_columns() -> list[tuple[str, str, str]]:
+    """(table, column, type) of every ``ALTER TABLE ... ADD COLUMN`` in the migrations."""
+    import sqlglot
+    from sqlglot import exp
+
+    from sleeve.warehouse.base import migrations
+
+    out = []
+    for _, _, statements in migrations():
+        for statement in statements:
+            tree = sqlglot.parse_one(statement, read="bigquery")
+            if isinstance(tree, exp.Alter):
+                out += [(tree.this.name, a.name, a.args["kind"].sql("bigquery"))
+                        for a in tree.args.get("actions") or () if isinstance(a, exp.ColumnDef)]
+    return out
+
+
+def sync_added_columns(warehouse) -> list[str]:
+    """The emulator runs ``ALTER TABLE ADD COLUMN`` on its DuckDB table but leaves the table's
+    metadata (``tables.get``, which the warehouse reads its columns and types from) as it was
+    created; BigQuery updates both. Patch the metadata of each column the migrations added,
+    after checking that the column really is in the table's data (a failed ALTER still fails
+    here). Returns the ``table.column`` names patched."""
+    from google.cloud import bigquery
+
+    patched = []
+    for table, column, kind in added_columns():
+        warehouse.query(f"SELECT {column} FROM {table} LIMIT 0")  # raises when the ALTER did not run
+        ref = f"{warehouse.project}.{warehouse.dataset}.{table}"
+        meta = warehouse.client.get_table(ref)
+        if column not in {f.name for f in meta.schema}:
+            meta.schema = [*meta.schema, bigquery.SchemaField(column, kind)]
+            warehouse.client.update_table(meta, ["schema"])
+            patched.append(f"{table}.{column}")
+    return patched
+
+
 if __name__ == "__main__":
     print("bqemulator ready:", ensure_venv())
