@@ -8,8 +8,9 @@ as local processes on 127.0.0.1 under ``$SLEEVE_HOME/cluster/``, configured from
 1. the weekly cycle, every run created through the REST API and run by the scheduler; during
    ``weekly_retrain`` the ``gpu`` worker is SIGKILLed while ``train`` runs (fault 1);
 2. ``airflow backfill create`` of weekly_report over 3 weeks;
-3. fault 2: SIGKILL the scheduler mid-run; fault 3: restart Redis while mapped
-   ``batch_generate`` shards run; fault 4: Slack answers 500 until two tries have failed.
+3. fault 4: Slack answers 500 until two tries of ``deliver`` have failed, while meanwhile
+   fault 2: SIGKILL the scheduler mid-run, and fault 3: restart Redis while mapped
+   ``batch_generate`` shards run.
 After each: every run ``success`` and nothing duplicated. Writes ``$SLEEVE_HOME/cluster-report.json``
 and stops everything it started, also on failure.
 """
@@ -88,6 +89,11 @@ class Scenario:
             "sleeve_home": str(self.dir / "home"), "pii_key": secrets.token_hex(16),
         }
         base_model = Path(os.environ.get("SLEEVE_BASE_MODEL") or self.home / "models" / "tiny-sdxl")
+        from training.trainer import current_code_version
+
+        # Fixed for the whole run, as the images bake it in at build time: a commit made while the
+        # cluster runs must not make the retried train job discard its checkpoint as other code's.
+        code_version = os.environ.get("SLEEVE_CODE_VERSION") or current_code_version()
         env = process_env(
             **local_env(values),
             PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -99,6 +105,7 @@ class Scenario:
             # Sleeve's settings, as docker/.env gives them to the compose stack.
             SLEEVE_GPU_EXECUTOR="celery", SLEEVE_GPU_SLOTS="1", SLEEVE_NOTIFIER="slack",
             SLEEVE_SLACK_CHANNEL=SLACK_CHANNEL, SLEEVE_BASE_MODEL=str(base_model), SLEEVE_TORCH_THREADS="1",
+            SLEEVE_CODE_VERSION=code_version,
             HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", HF_HUB_DISABLE_PROGRESS_BARS="1",
             DIFFUSERS_VERBOSITY="error", TRANSFORMERS_VERBOSITY="error", PYTHONUNBUFFERED="1",
         )
@@ -346,10 +353,11 @@ class Scenario:
         say(f"fault 2: SIGKILLed the scheduler ({killed} processes) mid-run; restarting it")
         time.sleep(3)
         self.airflow.start("scheduler")
-        self.finish("crawl_songs", run_id, 600)
+        self.finish("crawl_songs", run_id, 600)  # raises unless the run ends success
+        tries = {t["task_id"]: t["try_number"] for t in self.api.task_instances("crawl_songs", run_id)}
         self.run_dag("label_songs", week_end - timedelta(days=4))
         self.timings["fault 2 crawl+label"] = round(time.monotonic() - started, 1)
-        self.record("scheduler SIGKILL mid-run", survived=True, killed_processes=killed)
+        self.record("scheduler SIGKILL mid-run", survived=True, killed_processes=killed, crawl_tries=tries)
 
     def _has_task(self, dag_id: str, run_id: str, task_id: str) -> bool:
         return any(t["task_id"] == task_id for t in self.api.task_instances(dag_id, run_id))
@@ -362,10 +370,12 @@ class Scenario:
             time.sleep(0.5)
         raise ClusterFailed(f"no task of {dag_id} {run_id} running after {timeout} s")
 
-    def redis_and_slack_faults(self) -> None:
-        """Faults 3 and 4 side by side (fault 4 spends most of its time in two retry delays of
-        60 s; fault 3 runs on the gpu queue meanwhile): they touch different weeks."""
+    def faults_2_to_4(self) -> None:
+        """Fault 4 spends most of its time in two retry delays of 60 s, so faults 2 and 3 run
+        meanwhile (other weeks, and no Slack posts that would take its 500s): its run also
+        outlives the scheduler's SIGKILL and the broker's restart."""
         slack = self.slack_failing()
+        self.scheduler_killed()
         self.redis_restarted()
         slack()
 
@@ -383,10 +393,17 @@ class Scenario:
         say(f"fault 3: restarting Redis with {len(shards)} generate shards mapped, {len(running)} running")
         self.redis.restart()
         self.finish("batch_generate", run_id, 900)
-        images = self.warehouse.query("SELECT COUNT(*) AS n FROM images")[0]["n"]
+        # Every request of the week done, with exactly its images (none lost with the broker).
+        requests = self.warehouse.query(
+            "SELECT r.request_id, r.num_images, r.status, COUNT(i.image_id) AS images FROM generation_requests r "
+            "LEFT JOIN images i ON i.request_id = r.request_id WHERE r.kind = 'demo' AND r.created_at >= @start "
+            "AND r.created_at < @end GROUP BY r.request_id, r.num_images, r.status",
+            {"start": week_end - timedelta(days=7), "end": week_end})
+        short = [r["request_id"] for r in requests if r["status"] != "done" or r["images"] != r["num_images"]]
         self.timings["fault 3 batch_generate"] = round(time.monotonic() - started, 1)
-        self.record("Redis restart during mapped batch_generate", survived=len(shards) >= 2, shards=len(shards),
-                    images=images)
+        self.record("Redis restart during mapped batch_generate", survived=len(shards) >= 2 and requests and not short,
+                    shards=len(shards), requests=len(requests), images=sum(r["images"] for r in requests),
+                    requests_incomplete=short)
 
     def slack_failing(self):
         """Fault 4: Slack answers 500 to chat.postMessage until two tries of deliver have failed
@@ -450,8 +467,7 @@ def main() -> int:
             say(f"cluster up in {time.monotonic() - started:.0f} s")
             scenario.weekly_cycle()
             backfill_runs = scenario.backfill()
-            scenario.scheduler_killed()
-            scenario.redis_and_slack_faults()
+            scenario.faults_2_to_4()
         except (Exception, SystemExit) as exc:
             error = f"{type(exc).__name__}: {exc}"
             backfill_runs = 0
