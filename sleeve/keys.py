@@ -3,6 +3,7 @@ all ``training.privacy``, which must find everything of a user) cannot drift apa
 
     users/<user_id>/                              everything personal of one user
     users/<user_id>/uploads/                      raw uploads (removed once normalised)
+    users/<user_id>/upload-receipts/<id>.json     which request consumed a set of uploads
     users/<user_id>/adapters/<request_id>         a DreamBooth adapter folder
     users/<user_id>/personalize/<request_id>/     a personalisation run's manifests and results
     images/by-id/<image_id>.json                  the generator's per-image record (resume marker)
@@ -34,6 +35,10 @@ def owner_of(key: str) -> str | None:
 
 def uploads_prefix(user_id: str) -> str:
     return f"{user_prefix(user_id)}uploads/"
+
+
+def upload_receipt_key(user_id: str, receipt_id: str) -> str:
+    return f"{user_prefix(user_id)}upload-receipts/{receipt_id}.json"
 
 
 def adapter_prefix(user_id: str, request_id: str) -> str:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 from sleeve.ids import content_hash, sha256_bytes, stable_id
 from sleeve.jobs import RESULT_NAME, read_result
-from sleeve.keys import adapter_prefix, check_user_id, personalize_prefix
+from sleeve.keys import adapter_prefix, check_user_id, personalize_prefix, upload_receipt_key
 from sleeve.registry import register
 from sleeve.store import ObjectStore, open_uri, read_json, write_json
 from sleeve.warehouse import Warehouse
@@ -116,17 +116,28 @@ def submit_request(warehouse: Warehouse, store: ObjectStore, user_id: str, photo
     is_uris = bool(photos) and all(isinstance(p, str) for p in photos)
     if not is_uris and not all(isinstance(p, bytes | bytearray) for p in photos):
         raise RequestError("photos must be all upload URIs or all image bytes")
+    receipt = None
     if is_uris:
         try:
-            upload_keys(store, user_id, list(photos))  # before anything is read
+            keys = upload_keys(store, user_id, list(photos))  # before anything is read
         except PhotoError as exc:
             raise RequestError(str(exc)) from None
+        # The same uploads and the same ask again (a retried or cleared task): the originals are
+        # gone by now, so the receipt left when they were consumed names the request.
+        receipt = upload_receipt_key(user_id, stable_id("uploads", user_id, sorted(keys), noun, prompt_ids,
+                                                        song_ids, int(num_images)))
+        if store.exists(receipt):
+            existing = _request_row(warehouse, read_json(store, receipt)["request_id"])
+            if existing:
+                return existing
     uploads = read_uploads(store, user_id, list(photos)) if is_uris else [bytes(p) for p in photos]
     hashes = [sha256_bytes(u) if u is not None else f"missing:{p}" for u, p in zip(uploads, photos, strict=True)]
     request_id = request_id_for(user_id, hashes, noun, prompt_ids, song_ids, num_images)
-    existing = warehouse.query("SELECT * FROM personalization_requests WHERE request_id = @id", {"id": request_id})
+    existing = _request_row(warehouse, request_id)
     if existing:
-        return existing[0]
+        if receipt and existing["status"] != "failed":
+            _consume_uploads(store, user_id, list(photos), receipt, request_id)
+        return existing
 
     now = now or datetime.now(UTC)  # when the user asked: an event time, not a key
     row = {
@@ -140,11 +151,23 @@ def submit_request(warehouse: Warehouse, store: ObjectStore, user_id: str, photo
         row.update(status="failed", reason=f"photos rejected: {exc}", photo_uris=json.dumps([]))
     else:
         row["photo_uris"] = json.dumps(store_photos(store, user_id, normalised))
-        if is_uris:  # originals may carry EXIF (GPS): drop them once normalised
-            for key in upload_keys(store, user_id, list(photos)):
-                store.delete(key)
     warehouse.upsert("personalization_requests", [row])
+    if receipt and row["status"] == "pending":  # recorded first: a crash before this line loses nothing
+        _consume_uploads(store, user_id, list(photos), receipt, request_id)
     return row
+
+
+def _request_row(warehouse: Warehouse, request_id: str) -> dict | None:
+    rows = warehouse.query("SELECT * FROM personalization_requests WHERE request_id = @id", {"id": request_id})
+    return rows[0] if rows else None
+
+
+def _consume_uploads(store: ObjectStore, user_id: str, uris: list[str], receipt: str, request_id: str) -> None:
+    """The originals may carry EXIF (GPS): once normalised and recorded they go, and a receipt
+    says which request took them (it holds no photo data; forgetting the user removes it)."""
+    write_json(store, receipt, {"request_id": request_id})
+    for key in upload_keys(store, user_id, uris):
+        store.delete(key)
 
 
 # --- class prior images ---------------------------------------------------------------------

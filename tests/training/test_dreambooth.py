@@ -196,6 +196,22 @@ def test_class_images_take_their_rendering_from_the_params(tiny_model):
     assert class_images_for({**params, "class_image_steps": 30}, str(tiny_model), "dog").key != priors.key
 
 
+def test_resubmitting_consumed_uploads_returns_the_same_request_not_a_failed_one(warehouse, store):
+    """A cleared or retried collect_requests passes the same upload URIs again, after the first
+    try removed the originals: the run must find its request, not record a new failed one."""
+    uris = []
+    for i, data in enumerate(synthetic_photos(3, seed=11)):
+        store.put_bytes(f"users/user-r/uploads/{i}.jpg", data)
+        uris.append(store.uri(f"users/user-r/uploads/{i}.jpg"))
+    first = submit_request(warehouse, store, "user-r", uris, "person", num_images=2)
+    assert first["status"] == "pending" and not any("/uploads/" in k for k in store.list("users/user-r/"))
+    again = submit_request(warehouse, store, "user-r", uris, "person", num_images=2)
+    assert again["request_id"] == first["request_id"] and again["status"] == "pending"
+    assert warehouse.count("personalization_requests") == 1
+    other_ask = submit_request(warehouse, store, "user-r", uris, "person", num_images=3)  # the photos are gone
+    assert other_ask["status"] == "failed" and "photo 1" in other_ask["reason"]
+
+
 def test_photo_uris_outside_the_users_uploads_are_rejected_before_anything_is_read(warehouse, store, tmp_path,
                                                                                  monkeypatch):
     from sleeve.store.local import LocalStore
