@@ -28,6 +28,7 @@ that one line without retrying.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -91,12 +92,13 @@ def _run_subprocess(cmd: list[str], name: str) -> None:
     output = submit(server, cmd[2:], env=env, cwd=os.getcwd()) if server else _popen(cmd, env)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     code = None
-    for item in output:
-        if isinstance(item, int):
-            code = item
-            break
-        tail.append(item)
-        log.info("[%s] %s", name, item)
+    with contextlib.closing(output):  # left early (the task timed out): closing stops the job
+        for item in output:
+            if isinstance(item, int):
+                code = item
+                break
+            tail.append(item)
+            log.info("[%s] %s", name, item)
     if code == NOT_READY_EXIT and tail:
         raise NotReady(f"GPU job {name}: {tail[-1]}")
     if code != 0:
@@ -104,13 +106,30 @@ def _run_subprocess(cmd: list[str], name: str) -> None:
 
 
 def _popen(cmd: list[str], env: dict) -> Iterator[str | int]:
-    """The job as a fresh subprocess: its output lines, then its exit code."""
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                          env=env) as proc:
+    """The job as a fresh subprocess: its output lines, then its exit code. It stays in the
+    task's process group, so Airflow's kill of the task (``killpg``) reaches it and its ranks;
+    closed early (``execution_timeout`` raised in the task), it stops the job itself."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
+    try:
         assert proc.stdout is not None
         for line in proc.stdout:
             yield line.rstrip("\n")
         yield proc.wait()
+    finally:
+        if proc.poll() is None:
+            _stop(proc)
+        proc.stdout.close()
+
+
+def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM first (``accelerate launch`` passes it to its ranks; a checkpoint write may
+    finish), SIGKILL after ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def gpu_pod_spec(module: str, *, manifest_uri: str, config: dict, output_uri: str, image: str,

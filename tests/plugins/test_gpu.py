@@ -3,12 +3,15 @@ streams its lines and returns result.json."""
 
 import json
 import logging
+import time
 from datetime import timedelta
 
 import pytest
 
 JOB = '''
+import os
 import sys
+import time
 from sleeve.jobs import output_location, run_job
 
 def main(manifest, config, output_uri):
@@ -18,6 +21,13 @@ def main(manifest, config, output_uri):
     print("torch", float((torch.ones(8, 8) @ torch.ones(8, 8)).sum()), flush=True)
     for i in range(3):
         print(f"step {i}", flush=True)
+    if config.get("hang"):  # a launcher with a rank, which it stops on SIGTERM as accelerate does
+        import signal
+        import subprocess
+        rank = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        signal.signal(signal.SIGTERM, lambda *_: (rank.terminate(), sys.exit(143)))
+        print("pids", os.getpid(), rank.pid, flush=True)
+        time.sleep(30)
     if config.get("fail"):
         print("boom: out of memory", flush=True)
         sys.exit(3)
@@ -111,3 +121,45 @@ def test_kubernetes_mode_needs_an_image(monkeypatch):
 
     with pytest.raises(SettingsError, match="SLEEVE_GPU_IMAGE"):
         load_settings({"SLEEVE_GPU_EXECUTOR": "kubernetes"})
+
+
+class _Terminated(Exception):
+    """What Airflow raises in a task that runs past its execution_timeout (AirflowTaskTimeout)."""
+
+
+def test_a_task_that_times_out_mid_job_stops_the_job_and_its_ranks(echo_job):
+    """The timeout fires while the task streams the job's output: the job must not live on."""
+    from sleeve_airflow.gpu import run_gpu_job
+
+    seen = []
+
+    class KillOnPids(logging.Handler):
+        def emit(self, record):
+            message = record.getMessage()
+            if " pids " in message:
+                seen.extend(int(p) for p in message.split()[-2:])
+                raise _Terminated()
+
+    handler = KillOnPids()
+    logger = logging.getLogger("sleeve_airflow.gpu")
+    logger.addHandler(handler)
+    old_level, logger.level = logger.level, logging.INFO
+    try:
+        with pytest.raises(_Terminated):
+            run_gpu_job("echo_job_mod", manifest_uri=echo_job[0], config={"hang": True}, output_uri=echo_job[1])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert len(seen) == 2
+    deadline = time.monotonic() + 15
+    while (alive := [p for p in seen if _alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive, f"still running after the task was killed: {alive}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"  # a zombie is dead, only not yet reaped
+    except FileNotFoundError:
+        return False
