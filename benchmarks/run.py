@@ -14,10 +14,10 @@ import sys
 import time
 import traceback
 
-from benchmarks import crawl, dag_imports, demo, generate, train
+from benchmarks import crawl, dag_imports, demo, generate, product, train
 from sleeve.settings import get_settings
 
-PARTS = [dag_imports, crawl, generate, train, demo]
+PARTS = [dag_imports, crawl, generate, train, product, demo]
 
 
 def main() -> int:

@@ -230,6 +230,26 @@ def health(warehouse: Warehouse, stage_rows: list[dict], training_runs: list[dic
     }
 
 
+def product_shots(warehouse: Warehouse, start: datetime, end: datetime, limit: int = 8) -> dict:
+    """The week's product shots: requests, shots, failures, their reviews, and the best-rated
+    shots (by mean rating, then review count) captioned with the product name."""
+    params = {"start": start, "end": end}
+    requests = warehouse.query(
+        "SELECT COUNT(*) AS n, COUNTIF(status = 'failed') AS failed FROM product_requests"
+        f" WHERE {WINDOW}", params)[0]
+    shots = warehouse.query(f"SELECT COUNT(*) AS n FROM product_shots WHERE {WINDOW}", params)[0]["n"]
+    rated = warehouse.query(
+        "SELECT s.shot_id AS image_id, AVG(r.rating) AS rating, COUNT(*) AS reviews, ANY_VALUE(s.name) AS title,"
+        " ANY_VALUE(s.thumb_uri) AS thumb_uri, ANY_VALUE(s.uri) AS uri FROM reviews AS r"
+        " JOIN product_shots AS s ON s.shot_id = r.image_id"
+        " WHERE r.created_at >= @start AND r.created_at < @end AND r.rating BETWEEN 1 AND 5"
+        " GROUP BY s.shot_id ORDER BY rating DESC, reviews DESC, s.shot_id", params)
+    count = sum(r["reviews"] for r in rated)
+    return {"requests": requests["n"], "failed": requests["failed"] or 0, "shots": shots, "reviews": count,
+            "mean_rating": sum(float(r["rating"]) * r["reviews"] for r in rated) / count if count else None,
+            "top": [{**r, "rating": float(r["rating"]), "title": r["title"] or "(product)"} for r in rated[:limit]]}
+
+
 def build_report(warehouse: Warehouse, week_start: datetime, week_end: datetime, top: int = 8) -> dict:
     """Everything the weekly report says about [week_start, week_end), as a JSON-ready dict."""
     if week_end <= week_start:
@@ -253,6 +273,7 @@ def build_report(warehouse: Warehouse, week_start: datetime, week_end: datetime,
         "model": retrain,
         "data": data(stage_rows),
         "health": health(warehouse, stage_rows, retrain["runs"], week_start, week_end),
+        "product_shots": product_shots(warehouse, week_start, week_end, top),
     }
 
 

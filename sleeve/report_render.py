@@ -19,6 +19,7 @@ MAX_HEADER_CHARS = 150
 MAX_FALLBACK_CHARS = 3000
 CHART_NAME = "ratings.png"
 GRID_NAME = "top_covers.png"
+PRODUCT_GRID_NAME = "top_product_shots.png"
 
 
 def _num(value, digits: int = 3) -> str:
@@ -133,6 +134,16 @@ def _health_lines(h: dict) -> list[str]:
     return lines
 
 
+def product_shot_lines(report: dict) -> list[str]:
+    """The product-shots line, and the best-rated shots (the grid shows them)."""
+    p = report.get("product_shots") or {}
+    if not p.get("requests"):
+        return ["Product shots: none this week."]
+    mean = "no ratings" if p["mean_rating"] is None else f"mean rating {p['mean_rating']:.2f} ({p['reviews']} reviews)"
+    return [f"Product shots: {p['shots']} shots for {p['requests']} products, {p['failed']} failed; {mean}"] + [
+        f"{i}. {s['title']}: {s['rating']:.2f} ({s['reviews']} reviews)" for i, s in enumerate(p["top"], 1)]
+
+
 def sections(report: dict) -> list[tuple[str, list[str]]]:
     """(title, lines) for each part of the report, in reading order."""
     if report["empty"]:
@@ -148,6 +159,7 @@ def sections(report: dict) -> list[tuple[str, list[str]]]:
         ("Top-rated covers", covers or ["No rated covers this week."]),
         ("Model", _model_lines(report["model"])),
         ("Data", _data_lines(report["data"])),
+        ("Product shots", product_shot_lines(report)),
         ("Health", _health_lines(report["health"])),
     ]
 
@@ -164,6 +176,8 @@ def to_markdown(report: dict, images: tuple[str, ...] = ()) -> str:
         out += [f"## {name}", ""] + [f"{'  ' if line.startswith('  ') else ''}- {line.strip()}" for line in lines] + [""]
         if name == "Top-rated covers" and GRID_NAME in images:
             out += ["![Top-rated covers](top_covers.png)", ""]
+        if name == "Product shots" and PRODUCT_GRID_NAME in images:
+            out += [f"![Top-rated product shots]({PRODUCT_GRID_NAME})", ""]
     return "\n".join(out)
 
 
@@ -286,6 +300,9 @@ def render(report: dict, load: Callable[[str], bytes]) -> dict:
     grid = covers_grid_png(report["top_covers"], load)
     if grid:
         images[GRID_NAME] = grid
+    product_grid = covers_grid_png((report.get("product_shots") or {}).get("top", []), load)
+    if product_grid:
+        images[PRODUCT_GRID_NAME] = product_grid
     return {
         "week_start": report["week_start"],
         "week_end": report["week_end"],

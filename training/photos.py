@@ -12,9 +12,10 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from PIL import Image, ImageDraw, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFilter
 
 from sleeve.ids import sha256_bytes
+from sleeve.images import open_image
 from sleeve.keys import user_prefix
 from sleeve.store import ObjectStore, StoreError, check_key, open_uri
 
@@ -50,20 +51,10 @@ class Photo:
 
 
 def normalise(data: bytes, limits: PhotoLimits = PhotoLimits()) -> Photo:
-    """Decode one upload, honour EXIF orientation, and re-encode pixels only as PNG.
-    Raises ValueError with the problem (not the content)."""
-    if not data:
-        raise ValueError("is empty")
-    if len(data) > limits.max_bytes:
-        raise ValueError(f"is {len(data) / 2**20:.1f} MiB; the limit is {limits.max_bytes / 2**20:.0f} MiB")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > limits.max_pixels:
-                raise ValueError(f"has {img.width}x{img.height} pixels; the limit is {limits.max_pixels:,}")
-            img.load()
-            upright = ImageOps.exif_transpose(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"is not a readable image ({type(exc).__name__})") from None
+    """Decode one upload (bounded, see :func:`sleeve.images.open_image`), honour EXIF
+    orientation, and re-encode pixels only as PNG. Raises ValueError with the problem (not the
+    content)."""
+    upright = open_image(data, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
     if min(upright.size) < limits.min_side:
         raise ValueError(f"is {upright.width}x{upright.height}; the short side must be at least {limits.min_side} px")
     # A fresh image from the pixels alone: no EXIF/ICC/XMP/text survives the copy.

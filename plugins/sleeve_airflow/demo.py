@@ -1,7 +1,7 @@
 """`make demo`: one complete weekly cycle through the real DAGs, offline, no credentials.
 
 crawl_songs -> label_songs -> (demo users + requests) -> batch_generate -> (demo reviews)
--> weekly_retrain -> personalize (one demo user) -> weekly_report
+-> weekly_retrain -> personalize (one demo user) -> product_shots (+ reviews) -> weekly_report
 
 Each DAG runs with ``dag.test()`` for a fixed demo week, so running the demo twice leaves the
 same state. Airflow's task logs go to $SLEEVE_HOME/demo.log; the terminal gets one line a step
@@ -127,6 +127,13 @@ def _weekly_cycle(warehouse, settings, week_start, week_end, timings: dict, log_
         request_id = demo_data.seed_personalization(warehouse, settings, open_store(settings.store_url), week_start)
         run_dag(dagbag, "personalize", inside_week, conf={"request_ids": [request_id], "steps": 10},
                  log_path=log_path)
+    with _step("product_shots (synthetic product photos, one Korean)", timings):
+        from inference.product_samples import upload_samples
+
+        products = upload_samples(open_store(settings.store_url), size=256, keys=("mug", "bottle"))
+        _run_dag(dagbag, "product_shots", inside_week, conf={"products": products, "positions": ["centre", "left"],
+                                                            "variants": 1}, log_path=log_path)
+        demo_data.seed_product_reviews(warehouse, settings, week_start, week_end)
     with _step("weekly_report (outbox)", timings):
         run_dag(dagbag, "weekly_report", week_end, log_path=log_path)
 

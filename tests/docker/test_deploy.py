@@ -25,7 +25,7 @@ COMPOSE = DOCKER / "docker-compose.yaml"
 ENV_EXAMPLE = DOCKER / ".env.example"
 DOCKERFILES = {"airflow": DOCKER / "Dockerfile.airflow", "gpu": DOCKER / "Dockerfile.gpu"}
 ENTRYPOINT = DOCKER / "gpu-entrypoint.sh"
-HEAVY = {"torch", "diffusers", "transformers", "peft", "accelerate"}
+HEAVY = {"torch", "diffusers", "transformers", "peft", "accelerate", "opencv-python-headless"}
 REQUIRED_SERVICES = {
     "postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
     "airflow-triggerer", "airflow-init", "airflow-worker", "airflow-gpu-worker",

@@ -12,6 +12,9 @@ answers ``ok``. Modes:
 - ``429``: Too Many Requests with ``Retry-After: <retry_after>``
 - ``500``: an internal error
 - ``401``: unauthorised (not retryable)
+- ``policy``: (product backgrounds) a scene that breaks the content policy
+
+Requests for a ``product_background`` schema get a product background answer instead of labels.
 
 Every request is recorded (headers, JSON body) and usage counts are returned with each answer.
 """
@@ -84,8 +87,14 @@ class FakeLLM:
                     return self._send(int(mode), {"error": {"message": f"status {mode}"}})
                 if mode == "broken":
                     return self._send(200, {"unexpected": True})
+                schema = body.get("response_format", {}).get("json_schema", {}).get("name")
                 if mode == "garbage":
                     content = "Sure! Here are some labels: moody, ocean"
+                elif schema == "product_background":  # inference.product_prompts asks for a background
+                    scene = {"invalid": "세련된 주방", "policy": "a portrait of a famous celebrity"}.get(
+                        mode, "a sunlit marble kitchen counter")
+                    content = json.dumps({"scene": scene, "lighting": "soft morning light", "surface": "white marble",
+                                          "palette": ["cream", "sage green"], "negative_prompt": "clutter, text"})
                 elif mode == "invalid":
                     content = json.dumps({"moods": ["슬픈"], "objects": [], "palette": ["blue"], "style": "x"})
                 else:
