@@ -131,7 +131,7 @@ def _weekly_cycle(warehouse, settings, week_start, week_end, timings: dict, log_
         from inference.product_samples import upload_samples
 
         products = upload_samples(open_store(settings.store_url), size=256, keys=("mug", "bottle"))
-        _run_dag(dagbag, "product_shots", inside_week, conf={"products": products, "positions": ["centre", "left"],
+        run_dag(dagbag, "product_shots", inside_week, conf={"products": products, "positions": ["centre", "left"],
                                                             "variants": 1}, log_path=log_path)
         demo_data.seed_product_reviews(warehouse, settings, week_start, week_end)
     with _step("weekly_report (outbox)", timings):
