@@ -44,6 +44,7 @@ RESOLUTION = 64
 # Sizes of the run (``--scale`` multiplies the step counts; 1.0 is the committed model's run).
 LABEL_SETS, DRAWS_PER_LABELS, OTHER_IMAGES = 3000, 4, 600
 VAE_STEPS, VAE_BATCH, VAE_CROP, VAE_LR = 1000, 32, 32, 1e-3
+DECODER_STEPS, DECODER_LR = 1500, 5e-4
 UNET_STEPS, UNET_BATCH, UNET_LR = 2500, 32, 5e-4
 CAPTION_DROPOUT = 0.1
 EMA_DECAY = 0.999
@@ -207,6 +208,32 @@ def count_params(*models) -> int:
 
 # ---------------------------------------------------------------- training
 
+def decoder_stage(vae, covers, stage: Path, seed: int, scale: float, log) -> dict:
+    """The decoder fine-tuning, or its saved result. It draws from its own generator and leaves
+    the encoder (so the latents) alone, so it does not change what the UNet stage sees."""
+    import torch
+
+    saved = stage / "decoder.safetensors"
+    if saved.is_file():
+        from safetensors.torch import load_file
+
+        vae.load_state_dict(load_file(saved), strict=False)
+        log(f"decoder from {saved}")
+        return json.loads((stage / "decoder_stats.json").read_text())
+    from safetensors.torch import save_file
+
+    vae.decoder.requires_grad_(True)
+    vae.post_quant_conv.requires_grad_(True)
+    stats = finetune_decoder(vae, covers, max(1, round(DECODER_STEPS * scale)),
+                             torch.Generator().manual_seed(seed + 2), log)
+    vae.requires_grad_(False)
+    state = {k: v.contiguous() for k, v in vae.state_dict().items() if k.startswith(("decoder.", "post_quant_conv."))}
+    save_file(state, str(saved))
+    (stage / "decoder_stats.json").write_text(json.dumps(stats))
+    save_reconstructions(vae, covers[-16:], stage / "decoder_reconstructions.png")
+    return stats
+
+
 def train_vae(vae, covers, others, steps: int, gen, log) -> dict:
     import numpy as np
     import torch
@@ -238,6 +265,40 @@ def train_vae(vae, covers, others, steps: int, gen, log) -> dict:
             log(f"vae step {step + 1}/{steps} recon {np.mean(losses[-100:]):.4f}")
     vae.eval()
     return {"recon_loss_last100": float(np.mean(losses[-100:]))}
+
+
+def finetune_decoder(vae, covers, steps: int, gen, log) -> dict:
+    """Sharpen the decoder with the encoder frozen: the latents (what the UNet learns to make)
+    stay exactly as they are, the decoder learns to draw them back more faithfully. It trains on
+    4x4 crops of whole-cover latents against the matching 32 px crops of the covers."""
+    import numpy as np
+    import torch
+
+    with torch.no_grad():
+        means = torch.cat([vae.encode(to_tensor(covers[i:i + 256])).latent_dist.mean
+                           for i in range(0, len(covers), 256)])
+    params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    opt = torch.optim.AdamW(params, lr=DECODER_LR, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=DECODER_LR, total_steps=steps, pct_start=0.05)
+    vae.decoder.train()
+    side, losses = VAE_CROP // 8, []
+    for step in range(steps):
+        idx = torch.randint(0, len(covers), (VAE_BATCH,), generator=gen)
+        top, left = (int(v) for v in torch.randint(0, RESOLUTION // 8 - side + 1, (2,), generator=gen))
+        z = means[idx, :, top:top + side, left:left + side]
+        x = to_tensor(covers[idx.numpy(), 8 * top:8 * (top + side), 8 * left:8 * (left + side)])
+        recon = vae.decode(z).sample
+        loss = (recon - x).pow(2).mean() + 0.5 * (recon - x).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if (step + 1) % 100 == 0:
+            log(f"decoder step {step + 1}/{steps} recon {np.mean(losses[-100:]):.4f}")
+    vae.eval()
+    return {"decoder_steps": steps, "decoder_recon_loss_last100": float(np.mean(losses[-100:]))}
 
 
 def save_reconstructions(vae, covers, path: Path) -> None:
@@ -382,6 +443,7 @@ def train(output_dir: Path, seed: int = SEED, threads: int = 1, scale: float = 1
     latents, scaling = encode_latents(vae, covers)
     log(f"vae done: {vae_stats}, latent scaling {scaling:.4f} ({time.perf_counter() - started:.0f} s)")
     vae.requires_grad_(False)
+    vae_stats.update(decoder_stage(vae, covers, stage, seed, scale, log))
     from inference.prompts import NEGATIVE
 
     captions, caption_rows = ["", NEGATIVE], []
