@@ -11,9 +11,12 @@ import warnings
 from dataclasses import dataclass
 
 import imagehash
+import scipy.fftpack  # noqa: F401  imagehash.phash imports it on first use, stalling every crawl thread for ~1 s
 from PIL import Image
 
 from sleeve.ids import sha256_bytes
+
+Image.init()  # load every format plugin now, not inside the first crawl thread that opens a cover
 
 FORMATS = {"JPEG": ("jpg", "image/jpeg"), "PNG": ("png", "image/png"), "WEBP": ("webp", "image/webp"),
            "GIF": ("gif", "image/gif")}

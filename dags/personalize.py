@@ -54,6 +54,10 @@ def _params() -> dict:
         "rank": Param(4, type="integer", minimum=1, description="LoRA rank"),
         "resolution": Param(64, type="integer", minimum=8, description="Training resolution (1024 for SDXL)"),
         "num_class_images": Param(2, type="integer", minimum=0, description="Prior-preservation class images"),
+        "class_image_steps": Param(4, type="integer", minimum=1,
+                                   description="Denoising steps per class image (tiny model: 4; SDXL: 25-30)"),
+        "class_image_guidance": Param(5.0, type="number", minimum=0,
+                                      description="Guidance scale of the class images (SDXL: 5-7.5)"),
         "prior_loss_weight": Param(1.0, type="number", minimum=0, description="Weight of the class prior loss"),
         "train_text_encoder": Param(False, type="boolean", description="Also train text-encoder LoRA"),
         "combine_style": Param(True, type="boolean", description="Mix in the production style LoRA"),
@@ -119,7 +123,7 @@ def personalize():
         from airflow.sdk.exceptions import AirflowSkipException
 
         from inference.shards import plan_shards
-        from training.dreambooth import ClassImages, get_request, is_finished, recording_failure
+        from training.dreambooth import class_images_for, get_request, is_finished, recording_failure
 
         warehouse, store = _warehouse_and_store()
         request = get_request(warehouse, request_id)
@@ -127,7 +131,7 @@ def personalize():
             raise AirflowSkipException(f"request {request_id} is {request['status']}: nothing to train or render")
         params, base_model = context["params"], get_settings().base_model
         with recording_failure(warehouse, request_id):
-            priors = ClassImages(base_model, request["class_noun"], params["num_class_images"], params["resolution"])
+            priors = class_images_for(params, base_model, request["class_noun"])
             cached = priors.cached(store)
             if cached is not None:
                 return cached

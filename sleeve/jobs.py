@@ -116,14 +116,24 @@ def configure_cpu_threads() -> None:
 
 def run_job(main: Callable[[dict, dict, str], dict], argv: Sequence[str] | None = None) -> int:
     """Parse the CLI, run ``main(manifest, config, output_uri)``, write result.json (rank 0).
-    ``gpu_seconds`` (wall time of the job on its device) is added unless the job sets it."""
+    ``gpu_seconds`` (wall time of the job on its device) is added unless the job sets it.
+    First the scratch folders of killed jobs on this machine are swept (:mod:`sleeve.scratch`)."""
+    from sleeve.scratch import sweep
+    from sleeve.settings import mark_gpu_job
+
     manifest_uri, config, output_uri = parse_args(argv)
-    configure_cpu_threads()
-    started = time.perf_counter()
-    result = main(read_manifest(manifest_uri), config, output_uri)
-    result.setdefault("gpu_seconds", round(time.perf_counter() - started, 3))
-    if is_main_process():
-        uri = write_result(output_uri, result)
-        print(f"result written to {uri}", flush=True)
+    mark_gpu_job()  # a GPU job never sees an email: it runs without SLEEVE_PII_KEY
+    try:
+        configure_cpu_threads()
+        if swept := sweep():
+            print(f"removed {swept} scratch folder(s) of killed jobs", flush=True)
+        started = time.perf_counter()
+        result = main(read_manifest(manifest_uri), config, output_uri)
+        result.setdefault("gpu_seconds", round(time.perf_counter() - started, 3))
+        if is_main_process():
+            uri = write_result(output_uri, result)
+            print(f"result written to {uri}", flush=True)
+    finally:
+        mark_gpu_job(False)
     sys.stdout.flush()
     return 0

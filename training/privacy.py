@@ -3,7 +3,10 @@
     python -m training.privacy forget USER_ID
 
 What goes: everything under the user's store prefix ``users/<user_id>/`` (normalised photos,
-uploads, DreamBooth adapters and manifests, personalised covers); image objects of the user's
+uploads, DreamBooth adapters, their training checkpoints and manifests, personalised covers,
+and temporary files of writes killed there); the user's folders in the scratch root of the
+machine this runs on (``SLEEVE_SCRATCH_DIR``: what a killed personalisation job left; on other
+GPU workers the next job sweeps such folders); image objects of the user's
 generation requests that no other row still references; and the warehouse rows that point at
 them (images, their reviews, the user's generation requests, personalisation requests,
 dreambooth model versions and their training runs), the reviews the user wrote and the user's
@@ -21,6 +24,7 @@ from datetime import UTC, datetime
 
 from sleeve.ids import stable_id
 from sleeve.keys import image_record_key, user_prefix
+from sleeve.scratch import forget as forget_scratch
 from sleeve.store import ObjectStore, StoreError, open_uri
 from sleeve.warehouse import Warehouse
 
@@ -70,6 +74,9 @@ def forget_user(warehouse: Warehouse, store: ObjectStore, user_id: str, *, reque
         # An adapter URI names a folder of artefacts (or, elsewhere, a single file).
         objects += src.delete_prefix(key.rstrip("/") + "/") + (src.exists(key) and src.delete(key))
 
+    scratch_files = forget_scratch(user_id)
+    objects += scratch_files
+
     deletes = {
         "reviews": ("image_id IN UNNEST(@ids) OR user_id = @user_id", {"ids": image_ids, **p}),
         "images": ("image_id IN UNNEST(@ids)", {"ids": image_ids}),
@@ -94,7 +101,8 @@ def forget_user(warehouse: Warehouse, store: ObjectStore, user_id: str, *, reque
         "deleted_at": now,
     }
     warehouse.upsert("deletion_audit", [audit])
-    return {"audit_id": audit["audit_id"], "objects_deleted": objects, "rows_deleted": rows}
+    return {"audit_id": audit["audit_id"], "objects_deleted": objects, "scratch_files_deleted": scratch_files,
+            "rows_deleted": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
