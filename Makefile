@@ -68,7 +68,7 @@ TASTE ?= simulation/tastes/default.json
 simulate: setup
 	$(BIN)/python -m simulation.run --weeks $(WEEKS) --taste $(TASTE) $(ARGS)
 
-# Retrain the committed base model from scratch (about an hour on one core), then its checksums.
+# Retrain the committed base model from scratch (77 min on one core of a busy 2-core machine), then its checksums.
 base-model: $(BIN)/.installed
 	$(BIN)/python -m simulation.basemodel sleeve/assets/base-model.new --threads 1 --stages $(SLEEVE_HOME)/base-model-stages
 	rm -rf sleeve/assets/base-model && mv sleeve/assets/base-model.new sleeve/assets/base-model
