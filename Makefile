@@ -10,13 +10,22 @@ export AIRFLOW_HOME ?= $(SLEEVE_HOME)/airflow
 export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
+# Airflow on a small machine (`make demo-ui` on 2 cores): the LocalExecutor forks `parallelism`
+# workers at start (default 32), the API server 4 and the DAG processor 2; SQLite writers wait
+# for the lock instead of failing "database is locked". Override any of them in the environment.
+export AIRFLOW__CORE__PARALLELISM ?= 4
+export AIRFLOW__API__WORKERS ?= 1
+export AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES ?= 1
+ifeq ($(origin AIRFLOW__DATABASE__SQL_ALCHEMY_CONN),undefined)
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS ?= sleeve_airflow.local_airflow.SQLITE_CONNECT_ARGS
+endif
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export DIFFUSERS_VERBOSITY ?= error
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: setup demo demo-ui airflow rollback test lint bench bench-gpu simulate base-model clean
+.PHONY: setup demo demo-ui serve airflow rollback test lint bench bench-table bench-gpu simulate base-model clean
 
 # Dependencies: torch first (resolves to the local CPU build here), then the pinned rest.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -42,6 +51,10 @@ demo: setup
 demo-ui: setup
 	$(BIN)/airflow standalone
 
+# The covers web service on http://127.0.0.1:8000 (SLEEVE_SERVICE_HOST / SLEEVE_SERVICE_PORT).
+serve: setup
+	$(BIN)/python -m service
+
 airflow: setup
 	$(BIN)/airflow $(ARGS)
 
@@ -55,10 +68,16 @@ lint: $(BIN)/.installed
 test: setup lint
 	$(BIN)/python -m pytest -q
 
+# Every CPU part, >= 3 rounds each: $(SLEEVE_HOME)/bench.json (ARGS="--only generate,train" for some).
 bench: setup
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(ARGS)
 
-# Real SDXL size with random weights: needs a CUDA GPU (says so and exits 2 without one).
+# The README's benchmark table from $(SLEEVE_HOME)/bench.json.
+bench-table: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.table
+
+# Real SDXL size with random weights, within 8 minutes: needs a CUDA GPU (says so and exits 2
+# without one); writes $(SLEEVE_HOME)/bench-gpu.json.
 bench-gpu: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.gpu $(ARGS)
 

@@ -29,7 +29,6 @@ DuckDB writes. Each figure is the median of ``ROUNDS`` rounds with min and max.
 from __future__ import annotations
 
 import re
-import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -56,9 +55,9 @@ BREAK = "\ue000"  # a private-use character standing for <br> while whitespace i
 INTERVAL = (datetime(2026, 1, 5, 3, tzinfo=UTC), datetime(2026, 1, 12, 3, tzinfo=UTC))
 
 
-def spread(values: list[float], digits: int = 3) -> dict:
-    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
-            "max": round(max(values), digits), "rounds": len(values)}
+def rounded(values: list[float], digits: int = 3) -> list[float]:
+    """The rounds' values (the runner reports median, min and max of them)."""
+    return [round(v, digits) for v in values]
 
 
 def prepare(home: Path):
@@ -150,7 +149,7 @@ def ceiling(hosts: int, rounds: int = ROUNDS) -> dict:
         raise AssertionError(f"{hosts} hosts: stored {songs} songs per round, expected {expected}")
     if max(peaks) > RATE:
         raise AssertionError(f"{hosts} hosts: a host saw {max(peaks)} requests in 1 s, over its limit of {RATE:g}")
-    return {"fraction": spread(fractions), "with_final_write": spread(with_write), "peak": max(peaks),
+    return {"fraction": rounded(fractions), "with_final_write": rounded(with_write), "peak": max(peaks),
             "requests": len(site.hits), "songs": expected}
 
 
@@ -169,8 +168,8 @@ def compare(rounds: int = ROUNDS) -> dict:
         if result["songs"] != len(catalogue.songs) or max(site.max_rate(1.0).values()) > RATE:
             raise AssertionError(f"ours stored {result['songs']} songs, peak {site.max_rate(1.0)}")
         ours.append(result["songs"] / result["total_s"])
-    return {"ours": spread(ours, 1), "baseline": spread(base, 1), "baseline_peak": base_peak,
-            "ratio": spread([o / b for o, b in zip(ours, base, strict=True)], 2)}
+    return {"ours": rounded(ours, 1), "baseline": rounded(base, 1), "baseline_peak": base_peak,
+            "ratio": rounded([o / b for o, b in zip(ours, base, strict=True)], 2)}
 
 
 def baseline_fields(page: BeautifulSoup) -> dict:
@@ -223,42 +222,39 @@ def parse(rounds: int = 5, seconds: float = 0.6) -> dict:
                 fn(*pages[done % len(pages)])
                 done += 1
             rates[i].append(done / (time.perf_counter() - started))
-    return {"ours": spread(rates[0], 0), "baseline": spread(rates[1], 0),
-            "ratio": spread([o / b for o, b in zip(*rates, strict=True)], 2)}
+    return {"ours": rounded(rates[0], 0), "baseline": rounded(rates[1], 0),
+            "ratio": rounded([o / b for o, b in zip(*rates, strict=True)], 2)}
+
+
+DESCRIPTIONS = {
+    "crawl_ceiling_fraction": (
+        f"{max(CEILING_HOSTS)} loopback hosts at {RATE:g} req/s each, {int(LATENCY_S * 1000)} ms latency, full crawl "
+        "pipeline (parse, validate, store covers, DuckDB writes): requests the server saw / seconds to the last "
+        "response / (hosts x rate); no host ever saw more than its limit in any 1 s window"),
+    f"crawl_ceiling_fraction_{min(CEILING_HOSTS)}_hosts": f"the same on {min(CEILING_HOSTS)} hosts",
+    "crawl_speedup_vs_session_baseline": (
+        f"{COMPARE_SONGS} songs on 4 hosts: Sleeve's stored songs/s vs a sequential requests.Session + bs4-lxml "
+        "crawler of the same pages and covers with no validation or storage (same rounds, alternating)"),
+    "parse_speedup_vs_bs4_lxml": ("song pages/s, every field checked equal on both sides: lxml + compiled XPath "
+                                  "vs bs4 with the lxml parser and CSS selectors"),
+}
 
 
 def run() -> dict:
     limits = {hosts: ceiling(hosts) for hosts in CEILING_HOSTS}
     crawl, parsing = compare(), parse()
-    metrics = {"latency_ms": LATENCY_S * 1000, "rate_limit_per_host": RATE, "rounds": ROUNDS}
+    widest = max(CEILING_HOSTS)
+    values = {"crawl_ceiling_fraction": limits[widest]["fraction"],
+              "crawl_latency_ms": LATENCY_S * 1000, "crawl_rate_limit_per_host": RATE}
     for hosts, result in limits.items():
-        metrics |= {f"crawl_ceiling_fraction_with_final_write_{hosts}_hosts": result["with_final_write"],
-                    f"crawl_max_requests_in_1s_any_host_{hosts}_hosts": result["peak"],
-                    f"crawl_requests_{hosts}_hosts": result["requests"],
-                    f"crawl_songs_stored_{hosts}_hosts": result["songs"]}
-    metrics |= {"crawl_songs_per_s_ours": crawl["ours"], "crawl_songs_per_s_session_baseline": crawl["baseline"],
-                "crawl_songs_compared": COMPARE_SONGS,
-                "crawl_session_baseline_max_requests_in_1s_any_host": crawl["baseline_peak"],
-                "parse_pages_per_s_ours_lxml_xpath": parsing["ours"],
-                "parse_pages_per_s_bs4_lxml": parsing["baseline"]}
-    return {
-        "name": "crawl",
-        "metrics": metrics,
-        "ratios": {**{f"crawl_ceiling_fraction_{h}_hosts": r["fraction"] for h, r in limits.items()},
-                   "crawl_speedup_vs_session_baseline": crawl["ratio"],
-                   "parse_speedup_vs_bs4_lxml": parsing["ratio"]},
-        "notes": (f"Loopback sample site in its own process, {int(LATENCY_S * 1000)} ms latency, {RATE:g} req/s per "
-                  f"host. Ceiling: H tenants on H hosts (every host carries one role of each tenant), "
-                  f"{SONGS_PER_TENANT} songs per tenant; fraction = requests / seconds to the last response / "
-                  f"(H x {RATE:g}); the max requests any host saw in a sliding 1 s window never exceeded the limit. "
-                  f"Crawl ratio: {COMPARE_SONGS} songs, stored songs/s (full pipeline with DuckDB writes) vs a "
-                  "sequential requests.Session + bs4-lxml crawler of the same pages and covers without storage. "
-                  "Parse ratio: song pages/s, the same fields checked equal, vs bs4 with the lxml parser. "
-                  f"Median of {ROUNDS} rounds (parse: 5) with min and max."),
-    }
-
-
-if __name__ == "__main__":
-    import json
-
-    print(json.dumps(run(), indent=2))
+        values |= {f"crawl_ceiling_fraction_{hosts}_hosts": result["fraction"],
+                   f"crawl_ceiling_fraction_with_final_write_{hosts}_hosts": result["with_final_write"],
+                   f"crawl_max_requests_in_1s_any_host_{hosts}_hosts": result["peak"],
+                   f"crawl_requests_{hosts}_hosts": result["requests"],
+                   f"crawl_songs_stored_{hosts}_hosts": result["songs"]}
+    return values | {
+        "crawl_songs_per_s_ours": crawl["ours"], "crawl_songs_per_s_session_baseline": crawl["baseline"],
+        "crawl_speedup_vs_session_baseline": crawl["ratio"], "crawl_songs_compared": COMPARE_SONGS,
+        "crawl_session_baseline_max_requests_in_1s_any_host": crawl["baseline_peak"],
+        "parse_pages_per_s_ours_lxml_xpath": parsing["ours"], "parse_pages_per_s_bs4_lxml": parsing["baseline"],
+        "parse_speedup_vs_bs4_lxml": parsing["ratio"]}

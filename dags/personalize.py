@@ -31,14 +31,13 @@ import logging
 from airflow.sdk import Param, dag, task, task_group
 from sleeve_airflow.assets import IMAGES, PERSONALIZATION_REQUESTS
 from sleeve_airflow.dag_defaults import DEFAULT_ARGS, START_DATE
-from sleeve_airflow.gpu import gpu_task_kwargs
+from sleeve_airflow.gpu import GPU_TASK
 
 from sleeve.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 DAG_ID, STAGE = "personalize", "personalize"
-GPU_TASK_KWARGS = {"max_active_tis_per_dag": get_settings().gpu_slots, **gpu_task_kwargs()}
 
 
 def _params() -> dict:
@@ -103,9 +102,11 @@ def personalize():
         """A request from the form is validated and recorded first; otherwise the listed or all
         unfinished requests are picked up."""
         from sleeve_airflow.context import mark_stage_start
+        from sleeve_airflow.preflight import preflight
 
         from training.dreambooth import collect_requests, submit_request
 
+        preflight("warehouse", "store", "gpu", "base_model")
         mark_stage_start(context)
         params = context["params"]
         warehouse, store = _warehouse_and_store()
@@ -116,7 +117,7 @@ def personalize():
             return [row["request_id"]]
         return collect_requests(warehouse, request_ids=list(params["request_ids"]) or None)
 
-    @task(multiple_outputs=False, **GPU_TASK_KWARGS)
+    @task(multiple_outputs=False, **GPU_TASK)
     def class_images(request_id: str, **context) -> dict:
         """Prior-preservation images: cached, or made now on the base model. A finished request
         skips its whole branch here."""
@@ -139,7 +140,7 @@ def personalize():
                                   defaults=priors.defaults, prefix=priors.prefix)
             return priors.record(store, _generate(planned["shards"], store.url))
 
-    @task(multiple_outputs=False, **GPU_TASK_KWARGS)
+    @task(multiple_outputs=False, **GPU_TASK)
     def train(request_id: str, priors: dict, **context) -> dict:
         """The user's DreamBooth-LoRA; an adapter trained before (or by an earlier try) is reused."""
         from sleeve_airflow.gpu import run_gpu_job
@@ -169,7 +170,7 @@ def personalize():
         with recording_failure(warehouse, request_id):
             return register_adapter(warehouse, store, request_id, trained)
 
-    @task(multiple_outputs=False, **GPU_TASK_KWARGS)
+    @task(multiple_outputs=False, **GPU_TASK)
     def render(request_id: str, version: str, **context) -> dict:
         """The covers with the user's adapter ``version``, planned and generated as batch_generate does."""
         from inference.shards import plan_shards

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 from sleeve_airflow.dag_defaults import DEFAULT_ARGS, START_DATE
-from sleeve_airflow.gpu import gpu_task_kwargs
+from sleeve_airflow.gpu import GPU_TASK
 
 from sleeve.settings import get_settings
 
@@ -72,18 +72,20 @@ def product_shots():
         from sleeve_airflow.context import data_interval, mark_stage_start
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
         from sleeve_airflow.llm import LLMHook
+        from sleeve_airflow.preflight import preflight
 
         from inference.product_prompts import open_prompter
         from inference.product_shots import plan_run
 
+        kind = context["params"]["prompter"] or get_settings().labeller
+        settings = preflight("warehouse", "store", "gpu", "base_model", *(("labeller",) if kind == "llm" else ()))
         mark_stage_start(context)
-        store, settings = ObjectStoreHook().store, get_settings()
-        kind = context["params"]["prompter"] or settings.labeller
+        store = ObjectStoreHook().store
         prompter = open_prompter(kind, client=LLMHook().client if kind == "llm" else None, cache=store)
         return plan_run(WarehouseHook().warehouse, store, context["params"], start=data_interval(context)[0],
                         prompter=prompter, settings=settings)
 
-    @task(multiple_outputs=False, max_active_tis_per_dag=get_settings().gpu_slots, **gpu_task_kwargs())
+    @task(multiple_outputs=False, **GPU_TASK)
     def shoot(shard: dict, **context) -> dict:
         """One GPU job: cut out, generate backgrounds, composite, check, store."""
         from sleeve_airflow.gpu import run_gpu_job

@@ -20,7 +20,7 @@ PSNR >= 40 dB). A bad product or a shot that fails the gate is reported in ``fai
 its reason; the rest of the shard goes on. Shots already stored (their record under
 ``products/by-id/``) are not made again.
 
-Config: ``store_url``, ``batch_size``, ``device``, ``dtype``, ``thumb_size``.
+Config: ``store_url``, ``device``, ``dtype``, ``thumb_size``.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ class ProductShooter:
         self.generator = CoverGenerator(
             self.base_model, [Adapter(a["uri"], float(a.get("weight", 1.0))) for a in model.get("adapters") or []],
             model_version=self.model_version, device=config.get("device"), dtype=config.get("dtype"),
-            batch_size=int(config.get("batch_size", 4)), cache_dir=cache / "adapters",
+            cache_dir=cache / "adapters",
             defaults=Defaults(width=self.size, height=self.size, steps=self.steps, guidance_scale=self.guidance),
             store_url=config.get("store_url") or settings.store_url)
         self._harmoniser = None
@@ -131,7 +131,7 @@ class ProductShooter:
         return self._harmoniser
 
     def run(self, products: list[dict], store: ObjectStore) -> dict:
-        from inference.generator import ImageJob, batches, image_seed
+        from inference.generator import ImageJob, chunks, image_seed
         from inference.product_composite import Placement
         from inference.product_matting import MattingError, cut_out, load_photo
 
@@ -161,12 +161,15 @@ class ProductShooter:
             cutouts[rid] = (cutout, product, todo, {
                 "photo_uri": _put(store, "photos", _png(cutout.rgb)),
                 "mask_uri": _put(store, "masks", _png(cutout.alpha)), "matting": cutout.source})
-            for v in sorted({v for v, _ in todo}):
-                jobs.append(ImageJob(rid, v, product["positive"], product.get("negative") or "",
-                                     image_seed(rid, v, product.get("seed")), self.size, self.size, self.steps,
-                                     self.guidance))
+            # All the product's variants in their fixed passes (a pass's layout changes its bytes), and
+            # only the passes holding a variant still to make.
+            needed = {v for v, _ in todo}
+            variants = [ImageJob(rid, v, product["positive"], product.get("negative") or "",
+                                 image_seed(rid, v, product.get("seed")), self.size, self.size, self.steps,
+                                 self.guidance) for v in range(int(product.get("variants") or 1))]
+            jobs += [chunk for chunk in chunks(variants) if needed & {job.image_index for job in chunk}]
         backgrounds = {}
-        for batch in batches(jobs, self.generator.batch_size):
+        for batch in jobs:
             for job, image in zip(batch, self.generator.render(batch), strict=True):
                 backgrounds[(job.request_id, job.image_index)] = (job, np.asarray(image.convert("RGB")))
         for rid, (cutout, product, todo, lineage) in cutouts.items():
@@ -179,7 +182,7 @@ class ProductShooter:
         made = sum(s["status"] == "generated" for s in shots)
         return {"model_version": self.model_version, "shots": shots, "failed": failed,
                 "stats": {"products": len(products), "shots": len(shots), "generated": made,
-                          "skipped_existing": existing, "failed": len(failed), "backgrounds": len(jobs),
+                          "skipped_existing": existing, "failed": len(failed), "backgrounds": sum(map(len, jobs)),
                           "render_seconds": round(time.perf_counter() - started, 3),
                           "load_seconds": round(self.generator.load_seconds, 3), "device": self.generator.device}}
 

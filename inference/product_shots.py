@@ -155,7 +155,7 @@ def plan_run(warehouse: Warehouse, store: ObjectStore, params: dict, *, start: d
 
 
 def job_config(params: dict, store_url: str) -> dict:
-    return {"store_url": store_url, "batch_size": params.get("batch_size", 4)}
+    return {"store_url": store_url}
 
 
 def shard_outcome(shard: dict, result: dict) -> dict:

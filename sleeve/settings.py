@@ -83,6 +83,17 @@ class Settings:
     # else (a non-default warehouse, store or notifier) SLEEVE_PII_KEY must hold a secret.
     pii_key: str = field(default="sleeve-local-demo-key", repr=False)
     scratch_dir: Path | None = None  # None: home/scratch; GPU jobs' private folders (sleeve.scratch)
+    # The web service (service/): where it listens, what signs its cookies (empty: a random key
+    # kept in $SLEEVE_HOME/service-secret), how long a request waits for the warehouse before
+    # answering 503, and the Airflow REST API that renders covers in production (empty: the
+    # service's in-process worker does).
+    service_host: str = "127.0.0.1"
+    service_port: int = 8000
+    service_secret: str = field(default="", repr=False)
+    service_db_wait_s: float = 5.0
+    airflow_api_url: str = ""
+    airflow_api_user: str = ""
+    airflow_api_password: str = field(default="", repr=False)
 
     def __post_init__(self):
         if not self.store_url:
@@ -159,6 +170,38 @@ def _crawl_settings(env: dict) -> dict:
     return {"crawl_source": source, **urls, "crawl_contact": contact, "crawl_rate": rate,
             "crawl_workers": _positive_int(env, "SLEEVE_CRAWL_WORKERS", Settings.crawl_workers),
             "crawl_obey_robots": obey in ("true", "1", "yes")}
+
+
+MIN_SECRET_CHARS = 32
+
+
+def _service_settings(env: dict) -> dict:
+    """SLEEVE_SERVICE_* and SLEEVE_AIRFLOW_API_* for the web service, validated."""
+    port = _positive_int(env, "SLEEVE_SERVICE_PORT", Settings.service_port)
+    if port > 65535:
+        raise SettingsError(f"SLEEVE_SERVICE_PORT={port} is not a TCP port; use 1..65535, e.g. 8000")
+    secret = env.get("SLEEVE_SERVICE_SECRET", "").strip()
+    if secret and len(secret) < MIN_SECRET_CHARS:
+        raise SettingsError(f"SLEEVE_SERVICE_SECRET is {len(secret)} characters; use at least {MIN_SECRET_CHARS} "
+                            "(e.g. `openssl rand -hex 32`)")
+    raw = env.get("SLEEVE_SERVICE_DB_WAIT_S", str(Settings.service_db_wait_s)).strip()
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise SettingsError(f"SLEEVE_SERVICE_DB_WAIT_S={raw!r} is not a number; set seconds, e.g. 5") from None
+    if not 0 < wait <= 60:
+        raise SettingsError(f"SLEEVE_SERVICE_DB_WAIT_S={wait} is out of range; set seconds in (0, 60], e.g. 5")
+    url = _text(env, "SLEEVE_AIRFLOW_API_URL", Settings.airflow_api_url).rstrip("/")
+    user = _text(env, "SLEEVE_AIRFLOW_API_USER", Settings.airflow_api_user)
+    password = env.get("SLEEVE_AIRFLOW_API_PASSWORD", "")
+    if url and not url.startswith(("http://", "https://")):
+        raise SettingsError(f"SLEEVE_AIRFLOW_API_URL={url!r} must start with http:// or https://")
+    if url and not (user and password):
+        raise SettingsError("SLEEVE_AIRFLOW_API_URL needs SLEEVE_AIRFLOW_API_USER and SLEEVE_AIRFLOW_API_PASSWORD "
+                            "(an Airflow user allowed to trigger DAG runs); set both or unset the URL")
+    return {"service_host": _text(env, "SLEEVE_SERVICE_HOST", Settings.service_host), "service_port": port,
+            "service_secret": secret, "service_db_wait_s": wait, "airflow_api_url": url,
+            "airflow_api_user": user, "airflow_api_password": password}
 
 
 def _pii_key(env: dict, settings: Settings, gpu_job: bool) -> str:
@@ -257,6 +300,7 @@ def load_settings(env: dict | None = None, *, gpu_job: bool = False) -> Settings
         gen_steps=_positive_int(env, "SLEEVE_GEN_STEPS", Settings.gen_steps),
         scratch_dir=_absolute_dir(env, "SLEEVE_SCRATCH_DIR"),
         **_crawl_settings(env),
+        **_service_settings(env),
     )
     return replace(settings, pii_key=_pii_key(env, settings, gpu_job))
 

@@ -123,5 +123,6 @@ def test_shots_are_reviewed_like_covers_and_stay_out_of_the_cover_model(dagbag, 
 
     rendered = render(report, load)
     assert PRODUCT_GRID_NAME in rendered["images"]
-    assert "Product shots: 1 shots for 1 products, 0 failed; mean rating 5.00 (1 reviews)" in rendered["markdown"]
+    assert "1 shot for 1 product, 0 failed; mean rating 5.00 (1 review)" in rendered["markdown"]
+    assert report["ratings"]["count"] == 0 and report["activity"]["reviews"] == 0  # the covers' numbers stay the covers'
     assert f"]({PRODUCT_GRID_NAME})" in rendered["markdown"]
