@@ -120,7 +120,7 @@ def test_the_check_sees_lazy_and_module_level_imports(tmp_path):
 def simulator_imports(root: Path, allowed=()) -> list[str]:
     return [f"{path.relative_to(REPO)}:{line} imports {module}"
             for path in sorted(root.rglob("*.py")) if not any(path.match(pattern) for pattern in allowed)
-            for line, module in imported_modules(path) if module.split(".")[0] == SIMULATOR]
+            for line, module, _ in imported_modules(path) if module.split(".")[0] == SIMULATOR]
 
 
 def test_nothing_in_the_loop_sees_the_simulated_tastes(tmp_path):

@@ -59,11 +59,12 @@ def _mean_rgb(pipe, prompt: str, seeds=range(4)):
 
 
 def test_covers_follow_the_colour_and_mood_words(tmp_path):
+    import torch
     from diffusers import DiffusionPipeline
 
     from inference.prompts import build_prompt
 
-    pipe = DiffusionPipeline.from_pretrained(str(ensure_base_model(tmp_path / "m")))
+    pipe = DiffusionPipeline.from_pretrained(str(ensure_base_model(tmp_path / "m")), torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
 
     def prompt(palette, moods):
