@@ -113,24 +113,22 @@ class HeldOutJudge:
         return judge(self.population, images, self.items)
 
     def render(self, production: dict | None) -> list:
-        from inference.generator import Adapter, CoverGenerator, Defaults, Request, expand
+        from inference.generator import Adapter, CoverGenerator, Defaults, Request, chunks, expand
 
         adapters = [Adapter(production["adapter_uri"])] if production and production.get("adapter_uri") else []
         generator = CoverGenerator(
             production["base_model"] if production else self.settings.base_model, adapters,
-            model_version=production["version"] if production else "base", batch_size=8,
+            model_version=production["version"] if production else "base",
             defaults=Defaults(width=self.settings.gen_size, height=self.settings.gen_size,
                               steps=self.settings.gen_steps),
             cache_dir=self.settings.home / "cache" / "adapters", store_url=self.settings.store_url)
-        jobs = []
+        images = []
         for n in range(0, len(self.items), self.plan.heldout_seeds):
             item = self.items[n]
             request = Request(request_id=item.key.rsplit("-", 1)[0], prompt=item.prompt,
                               negative_prompt=item.negative, num_images=self.plan.heldout_seeds)
-            jobs += expand(request, generator.defaults)
-        images = []
-        for i in range(0, len(jobs), generator.batch_size):
-            images += generator.render(jobs[i:i + generator.batch_size])
+            for chunk in chunks(expand(request, generator.defaults)):  # one request per forward pass
+                images += generator.render(chunk)
         return images
 
     def _sheet(self, images, path: Path) -> None:

@@ -11,17 +11,16 @@ from simulation.users import heldout_set
 
 def colour_following(model: str, prompts: int = 12, seeds: int = 2) -> tuple[float, float]:
     """Mean palette fidelity of each cover to its own prompt, and to the other prompts."""
-    from inference.generator import CoverGenerator, Request, expand
+    from inference.generator import CoverGenerator, Request, chunks, expand
 
     items = heldout_set(prompts, seeds)
-    generator = CoverGenerator(model, [], batch_size=8)
-    jobs = []
-    for n in range(0, len(items), seeds):
-        jobs += expand(Request(request_id=f"follow-{n}", prompt=items[n].prompt, negative_prompt=items[n].negative,
-                               num_images=seeds), generator.defaults)
+    generator = CoverGenerator(model, [])
     images = []
-    for i in range(0, len(jobs), 8):
-        images += generator.render(jobs[i:i + 8])
+    for n in range(0, len(items), seeds):
+        request = Request(request_id=f"follow-{n}", prompt=items[n].prompt, negative_prompt=items[n].negative,
+                          num_images=seeds)
+        for chunk in chunks(expand(request, generator.defaults)):
+            images += generator.render(chunk)
     texts = sorted({i.prompt for i in items})
     own, other = [], []
     for image, item in zip(images, items, strict=True):
