@@ -25,7 +25,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export DIFFUSERS_VERBOSITY ?= error
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: setup demo demo-ui serve airflow rollback test lint bench bench-table bench-gpu simulate base-model clean
+.PHONY: setup demo demo-ui serve airflow rollback test test-cluster lint bench bench-table bench-gpu simulate base-model clean
 
 # Dependencies: torch first (resolves to the local CPU build here), then the pinned rest.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -65,8 +65,19 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff check --select AIR --preview dags plugins  # incl. Airflow rules still in preview
 
+# The BigQuery emulator tests build its own environment .venv-bqemu on first use (tests/bqemu.py);
+# when it cannot be built they skip and say why.
 test: setup lint
 	$(BIN)/python -m pytest -q
+
+# The CeleryExecutor stack (Celery, Redis and PostgreSQL providers) with the images' own install
+# script, then the local cluster test (cluster/run.py): PostgreSQL + Redis + Airflow on loopback.
+$(BIN)/.cluster-installed: $(BIN)/.installed docker/install.sh docker/requirements/airflow-celery.txt
+	docker/install.sh $(BIN)/pip celery
+	touch $@
+
+test-cluster: setup $(BIN)/.cluster-installed
+	$(BIN)/python -m cluster
 
 # Every CPU part, >= 3 rounds each: $(SLEEVE_HOME)/bench.json (ARGS="--only generate,train" for some).
 bench: setup

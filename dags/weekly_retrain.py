@@ -5,19 +5,32 @@
 
 - **Interval**: Mondays 03:00 UTC, the week that just ended; backfills address whole weeks. The
   Params `interval_start`/`interval_end` override it for a manual run.
-- **snapshot**: generated images reviewed in the interval whose ratings pass the filter
-  (`min_rating`, `min_reviews`) plus captioned covers; deduplicated; split by content hash into
-  train and held-out val (`val_fraction`); an immutable manifest in the store. Too few images:
-  the run is recorded `skipped` with the reason.
+- **snapshot**: generated images reviewed in the interval whose valid ratings (1..5 stars)
+  pass the filter (`min_rating` mean over at least `min_reviews` distinct reviewers) plus
+  captioned covers; nothing a personal (DreamBooth) adapter made; deduplicated (perceptual
+  hashes stored once per image); split by group (a song's or album's images together, else a
+  request's) into train and held-out val (`val_fraction`); a *reference* set of the held-out
+  images of the last `reference_weeks` promoted weeks; an immutable manifest in the store. Too
+  few images: the run is recorded `skipped` with the reason.
 - **train / evaluate**: `training.train_job` / `training.evaluate_job` through the GPU launcher
   (`SLEEVE_GPU_EXECUTOR`: local subprocess, Celery queue `gpu`, or a Kubernetes GPU pod).
   Warm start from the production LoRA when `warm_start` is on and the base model matches.
-  Training sees only the train split; the gate's validation loss uses only the held-out split.
-  `clip_model` (a CLIP hub id or folder) adds a CLIP score per model; empty skips it.
-- **conclude**: the gate's rules decide promote/keep; the version is registered in
+  Training sees only the train split. The evaluation computes each held-out and reference
+  image's loss under champion and challenger with the same noise (at most `max_eval_images`
+  per set) and renders the fixed eval prompts with both. `clip_model` (a CLIP hub id or
+  folder) adds a CLIP score per model; empty skips it.
+- **conclude**: the gate decides promote/keep on paired evidence, a seeded paired bootstrap
+  interval (`confidence`, `bootstrap_samples`) of the relative change of the mean loss:
+  promote only with at least `min_val_images` held-out images, the interval's upper end below
+  `-min_val_improvement` (resolvably better), on the reference set an upper end at most
+  `max_reference_degradation` (skipped, and said so, with fewer than `min_reference_images`),
+  at most `max_blank_images` blank renders, colour statistics within
+  `max_stat_distance_increase`, CLIP score down at most `-min_clip_score_delta`. The reasons
+  state each effect with its interval, e.g. `val loss −3.1 % [−5.0 %, −1.2 %] 95 % paired
+  bootstrap over 24 held-out images (18 generated, 6 covers)`. The version is registered in
   `model_versions` and promoted atomically (or rejected); `training_runs` gets the status,
-  metrics, decision, reasons and GPU seconds. `python -m sleeve.registry rollback` undoes a
-  promotion.
+  metrics (with the evidence and per-source counts), decision, reasons and GPU seconds.
+  `python -m sleeve.registry rollback` undoes a promotion.
 - **Idempotent**: a run already `trained`/`skipped` for the interval trains nothing again;
   a retried train task reuses a finished adapter and resumes from its checkpoints.
 - `dry_run`: build the snapshot only; nothing is recorded or trained.
@@ -46,11 +59,13 @@ from sleeve_airflow.gpu import GPU_TASK
         "interval_end": Param(None, type=["null", "string"], format="date-time",
                               description="Override the data interval end (ISO 8601)."),
         "min_rating": Param(4.0, type="number", minimum=1, maximum=5, description="Mean rating an image needs."),
-        "min_reviews": Param(1, type="integer", minimum=1, description="Reviews an image needs."),
+        "min_reviews": Param(1, type="integer", minimum=1, description="Distinct reviewers an image needs."),
         "min_examples": Param(4, type="integer", minimum=1, description="Fewer usable images: skip training."),
         "include_covers": Param(True, type="boolean", description="Train on the captioned crawled covers too."),
         "val_fraction": Param(0.15, type="number", minimum=0, maximum=0.5,
-                              description="Share of the snapshot held out for the gate's validation loss."),
+                              description="Share of the snapshot's groups held out for the gate."),
+        "reference_weeks": Param(4, type="integer", minimum=0,
+                                 description="Earlier promoted weeks whose held-out images form the reference set."),
         "steps": Param(12, type="integer", minimum=1, description="Training steps."),
         "batch_size": Param(2, type="integer", minimum=1, description="Images per training step."),
         "learning_rate": Param(1e-4, type="number", exclusiveMinimum=0, description="LoRA learning rate."),
@@ -61,6 +76,24 @@ from sleeve_airflow.gpu import GPU_TASK
         "rating_weighted": Param(False, type="boolean", description="Weight each image's loss by its rating."),
         "clip_model": Param("", type="string",
                             description="CLIP hub id or path for the eval CLIP score ('' = skip)."),
+        "max_eval_images": Param(256, type="integer", minimum=1,
+                                 description="At most this many held-out (and reference) images are evaluated."),
+        "min_val_images": Param(16, type="integer", minimum=2,
+                                description="Fewer held-out images: the champion is kept."),
+        "min_val_improvement": Param(0.0, type="number", minimum=0, maximum=1,
+                                     description="The val-loss interval must end below minus this (relative)."),
+        "max_reference_degradation": Param(0.0, type="number", minimum=0, maximum=1,
+                                           description="The reference-loss interval may end at most this (relative)."),
+        "min_reference_images": Param(8, type="integer", minimum=2,
+                                      description="Fewer reference images: the reference rule is skipped."),
+        "confidence": Param(0.95, type="number", minimum=0.5, exclusiveMaximum=1,
+                            description="Confidence of the paired bootstrap intervals."),
+        "bootstrap_samples": Param(2000, type="integer", minimum=100, description="Paired bootstrap resamples."),
+        "max_blank_images": Param(0, type="integer", minimum=0, description="Blank eval renders allowed."),
+        "max_stat_distance_increase": Param(0.10, type="number", minimum=0,
+                                            description="Colour-statistics distance increase allowed."),
+        "min_clip_score_delta": Param(-0.5, type="number",
+                                      description="CLIP score change allowed (when clip_model is set)."),
         "dry_run": Param(False, type="boolean", description="Build the snapshot only."),
     },
 )
@@ -136,7 +169,8 @@ def weekly_retrain():
 
         from training.weekly import conclude_plan
 
-        return conclude_plan(WarehouseHook().warehouse, plan, trained, evaluated, now=context["dag_run"].run_after)
+        return conclude_plan(WarehouseHook().warehouse, plan, trained, evaluated, params=context["params"],
+                             now=context["dag_run"].run_after)
 
     @task(multiple_outputs=False, outlets=[STYLE_MODEL])
     def publish(outcome: dict, **context) -> dict:

@@ -15,6 +15,7 @@ of the same interval sees the same requests, finds their images stored and upser
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -121,7 +122,8 @@ def resolve_model(warehouse: Warehouse, version: str | None, base_model: str, *,
                   combine_style: bool = True, cache: dict | None = None) -> dict:
     """The model spec of a shard manifest for a request's ``model_version`` (None = production
     now). A DreamBooth adapter is combined with the production style LoRA, if any and if
-    ``combine_style``. Raises LookupError for an unknown version."""
+    ``combine_style``. Each adapter carries its lineage (``version``, ``kind``, ``user_id``),
+    which :func:`image_rows` records on every image. Raises LookupError for an unknown version."""
     cache = {} if cache is None else cache
     if version in cache:
         return cache[version]
@@ -135,14 +137,25 @@ def resolve_model(warehouse: Warehouse, version: str | None, base_model: str, *,
             raise LookupError(f"unknown model version {version!r}")
     spec = {"version": row["version"], "base_model": row.get("base_model") or base_model, "adapters": []}
     if row.get("adapter_uri"):
-        spec["adapters"].append({"uri": row["adapter_uri"], "weight": 1.0})
+        spec["adapters"].append({"uri": row["adapter_uri"], "weight": 1.0, **_lineage(row)})
     if row.get("kind") == "dreambooth" and combine_style:
         style = _production(warehouse)
         if style.get("adapter_uri"):
-            spec["adapters"].append({"uri": style["adapter_uri"], "weight": style_weight})
+            spec["adapters"].append({"uri": style["adapter_uri"], "weight": style_weight, **_lineage(style)})
             spec["version"] = f"{row['version']}+{style['version']}"
     cache[version] = spec
     return spec
+
+
+def _lineage(version_row: dict) -> dict:
+    return {"version": version_row["version"], "kind": version_row.get("kind"), "user_id": version_row.get("user_id")}
+
+
+def adapter_lineage(model_spec: dict) -> str:
+    """The ``images.adapters`` value for images made with ``model_spec`` (a shard manifest's
+    ``model``): JSON list of ``{uri, version, kind, user_id}``; ``[]`` for the base model alone."""
+    keys = ("uri", "version", "kind", "user_id")
+    return json.dumps([{k: a.get(k) for k in keys} for a in model_spec.get("adapters") or []], sort_keys=True)
 
 
 def manifest_request(row: dict, defaults: dict) -> dict:
@@ -336,16 +349,18 @@ def record_results(warehouse: Warehouse, store: ObjectStore, *, requests: list[d
 
 def image_rows(result: dict, requests: dict[str, dict], manifest_uri: str,
                created_at: Callable[[dict], datetime]) -> list[dict]:
-    """``images`` rows, with their lineage (prompt, seed, model version, shard manifest), for the
-    images a generate job's ``result`` reports. ``requests`` maps request id to its row."""
-    rows = []
+    """``images`` rows, with their lineage (prompt, seed, model version, the adapters used, shard
+    manifest), for the images a generate job's ``result`` reports (its ``model`` is the shard
+    manifest's model spec). ``requests`` maps request id to its row."""
+    # A result without its model spec leaves the lineage unknown (NULL), never "no adapters".
+    rows, adapters = [], adapter_lineage(result["model"]) if result.get("model") else None
     for img in result.get("images", []):
         req = requests[img["request_id"]]
         rows.append({
             "image_id": img["image_id"], "request_id": img["request_id"], "image_index": img["image_index"],
             "uri": img["uri"], "thumb_uri": img["thumb_uri"], "sha256": img["sha256"],
             "prompt_id": req.get("prompt_id"), "prompt_version": req.get("prompt_version"), "seed": img["seed"],
-            "model_version": img["model_version"], "manifest_uri": manifest_uri,
+            "model_version": img["model_version"], "adapters": adapters, "manifest_uri": manifest_uri,
             "width": img["width"], "height": img["height"], "steps": img["steps"], "created_at": created_at(req),
         })
     return rows

@@ -196,8 +196,10 @@ def decision(report: dict, esc: Escape = str) -> str:
         text = (f"Promoted {esc(run['model_version'])} to production: the new model passed the gate"
                 + (f" ({delta})." if delta else "."))
     else:
-        why = delta or esc(run["decision_reasons"][0] if run["decision_reasons"] else "the gate kept it")
-        text = f"Kept {current}: the new model was not better ({why})."
+        # The gate's first reason says why (worse, or too few images to tell); the loss change beside it.
+        reason = esc(run["decision_reasons"][0]) if run["decision_reasons"] else ""
+        why = "; ".join(part for part in (reason, delta) if part) or "no reason recorded"
+        text = f"Kept {current}, the gate did not promote the new model ({why})."
     return text + _trained_on(run, report)
 
 

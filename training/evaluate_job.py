@@ -4,17 +4,21 @@
 
 Config: ``base_model``, ``challenger_uri`` (adapter folder URI), ``champion_uri`` (adapter URI
 or null: the base model is the champion), ``resolution``, ``steps`` (inference steps),
-``val_items`` (at most this many held-out images for validation loss, default 8),
-``clip_model`` (optional CLIP hub id or folder, e.g. ``openai/clip-vit-base-patch32``; unset:
-no CLIP score, a note says so). Both models render the same prompts with the same seeds.
-Metrics per model: ``val_loss`` (diffusion loss at fixed noise levels and fixed noise on the
-snapshot's held-out ``val`` split only -- images the challenger was not trained on), image
-statistics (brightness, contrast, saturation, distance of colour statistics to the held-out
-images, blank images) and, when configured, ``clip_score`` (mean over the eval prompts; the
-per-prompt scores are in the result's ``clip_scores``). The result says which
-split the loss used (``val_split``) and on how many images (``val_images``); with no held-out
-images ``val_loss`` is NaN, a note says so and the gate keeps the champion. Writes
-``contact_sheet.png`` (rows: prompts; columns: champion, challenger) and ``metrics.json``.
+``max_eval_images`` (at most this many held-out and this many reference images, chosen by
+content hash so every source is represented; default 256), ``clip_model`` (optional CLIP hub
+id or folder, e.g. ``openai/clip-vit-base-patch32``; unset: no CLIP score, a note says so).
+
+The gate's evidence is ``paired``: for the snapshot's held-out ``val`` split (images no model
+trained on) and for its ``reference`` set (earlier promoted weeks' held-out images), each
+image's diffusion loss under the champion and under the challenger, with the same noise at the
+same noise levels for both (:func:`training.trainer.validation_losses`), aligned by image:
+``{"ids", "sources", "weeks", "champion": [...], "challenger": [...]}``. Metrics per model:
+``val_loss`` (their mean), image statistics of renders of the fixed eval prompts (same prompts
+and seeds for both: brightness, contrast, saturation, distance of colour statistics to the
+held-out images, blank images) and, when configured, ``clip_score`` (mean over the eval
+prompts; per prompt in ``clip_scores``). With no held-out images ``val_loss`` is NaN, a note
+says so and the gate keeps the champion. Writes ``contact_sheet.png`` (rows: prompts; columns:
+champion, challenger) and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from training.evaluate import (
     load_clip,
     stat_distance,
 )
-from training.snapshot import VAL, split_items
+from training.snapshot import VAL, reference_items, split_items
+
+MAX_EVAL_IMAGES = 256
 
 
 def main(manifest: dict, config: dict, output_uri: str) -> dict:
@@ -40,7 +46,7 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
     from diffusers import DDPMScheduler, DiffusionPipeline
 
     from training.dataset import Example
-    from training.trainer import WEIGHTS_NAME, Components, PreparedData, resolve_precision, validation_loss
+    from training.trainer import WEIGHTS_NAME, Components, PreparedData, resolve_precision, validation_losses
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(resolve_precision("auto"), torch.float32)
@@ -59,11 +65,17 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
     encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if sdxl else [])
     parts = Components(config["base_model"], pipe.unet, pipe.vae, DDPMScheduler.from_config(pipe.scheduler.config),
                        tokenizers, encoders, sdxl, device, dtype)
+    limit = int(config.get("max_eval_images", MAX_EVAL_IMAGES))
     held_out = split_items(manifest, VAL)
-    val_examples = [Example.from_manifest(i) for i in held_out[: int(config.get("val_items", 8))]]
-    data = PreparedData(parts, val_examples, resolution, config.get("cache_dir"), cache_text=False)
-    reference = image_stats([_load(e.uri, resolution) for e in data.examples]) if data.examples else None
-    notes = [held_out_note(len(held_out), len(data.examples))]
+    sets = {"val": _subset(held_out, limit), "reference": _subset(reference_items(manifest), limit)}
+    data = {name: PreparedData(parts, [Example.from_manifest(i) for i in items], resolution, config.get("cache_dir"),
+                               cache_text=False) for name, items in sets.items()}
+    paired = {name: _aligned(sets[name], data[name]) for name in sets}
+    target = image_stats([_load(e.uri, resolution) for e in data["val"].examples]) if data["val"].examples else None
+    notes = [held_out_note(len(held_out), len(data["val"].examples))]
+    if sets["reference"]:
+        notes.append(f"reference: {len(data['reference'].examples)} held-out image(s) of "
+                     f"{len(set(paired['reference']['weeks']))} earlier promoted week(s)")
     if not clip:
         notes.append("clip_score skipped: no clip_model configured")
 
@@ -80,9 +92,15 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
                        generator=torch.Generator("cpu").manual_seed(i["seed"])).images[0] for i in eval_set["items"]]
         columns[name if uri else "champion (base)"] = images
         stats = image_stats(images)
-        m = {"val_loss": validation_loss(parts, data), **{k: v for k, v in stats.items() if not isinstance(v, list)}}
-        if reference:
-            m["stat_distance"] = stat_distance(stats, reference)
+        for set_name, prepared in data.items():
+            paired[set_name][name] = validation_losses(parts, prepared)
+        losses = paired["val"][name]
+        m = {"val_loss": sum(losses) / len(losses) if losses else float("nan"),
+             **{k: v for k, v in stats.items() if not isinstance(v, list)}}
+        if paired["reference"][name]:
+            m["reference_loss"] = sum(paired["reference"][name]) / len(paired["reference"][name])
+        if target:
+            m["stat_distance"] = stat_distance(stats, target)
         if clip:
             per_prompt[name] = clip_scores(images, prompts, clip)
             m["clip_score"] = sum(per_prompt[name]) / len(per_prompt[name])
@@ -92,11 +110,26 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
     store.put_file(prefix + "contact_sheet.png", sheet, content_type="image/png")
     result = {"eval_set_version": eval_set["version"], "champion_is_base": not models["champion"],
               "metrics": metrics, "notes": notes, "contact_sheet_uri": store.uri(prefix + "contact_sheet.png"),
-              "val_split": VAL, "val_images": len(data.examples), "clip_model": clip_model, "clip_scores": per_prompt}
+              "val_split": VAL, "val_images": len(data["val"].examples), "reference_images": len(data["reference"].examples),
+              "paired": paired, "clip_model": clip_model, "clip_scores": per_prompt}
     from sleeve.store import write_json
 
     write_json(store, prefix + "metrics.json", result)
     return result
+
+
+def _subset(items: list[dict], limit: int) -> list[dict]:
+    """At most ``limit`` items, the same ones every time: the lowest content hashes (a stable
+    sample across sources and weeks, unlike the manifest's order)."""
+    return sorted(items, key=lambda i: (i.get("sha256") or "", i.get("uri") or ""))[:max(0, limit)]
+
+
+def _aligned(items: list[dict], prepared) -> dict:
+    """Which images the losses belong to (the readable ones, in order), filled per model."""
+    by_uri = {i["uri"]: i for i in items}
+    kept = [by_uri[e.uri] for e in prepared.examples]
+    return {"ids": [i.get("sha256") or i["uri"] for i in kept], "sources": [i.get("source") for i in kept],
+            "weeks": [i.get("week") for i in kept]}
 
 
 def _load(uri: str, resolution: int):

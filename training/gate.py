@@ -1,29 +1,57 @@
-"""The promotion gate: configurable rules over champion/challenger metrics -> promote or keep.
+"""The promotion gate: the challenger must beat the champion by a margin the evaluation resolves.
 
-    decide(eval_result, GateRules()) -> {"decision": "promote" | "keep", "reasons": [...]}
+    decide(eval_result, GateRules()) -> {"decision": "promote" | "keep", "reasons": [...], "evidence": {...}}
 
-Every rule that fails adds a reason; the challenger is promoted only when none fails. With no
-champion adapter (first model, base as champion) the same rules compare against the base.
+The evidence is paired: the evaluation job computes each held-out image's diffusion loss under
+both models with the same noise and noise levels (``eval_result["paired"]``). The effect is the
+relative change of the mean loss, ``sum(challenger - champion) / sum(champion)`` (negative =
+the challenger is better), with a percentile interval from a seeded paired bootstrap over the
+images (``bootstrap_samples`` resamples, ``confidence``), so the same losses always give the
+same interval. The rules, each a ``weekly_retrain`` Param:
 
-The validation-loss rule only counts when the evaluation measured it on held-out images
-(``val_split == "val"`` and ``val_images > 0``): a loss on the images the challenger was trained
-on favours it. Without held-out images the challenger is kept, with that reason; a gate with
-``require_held_out=False`` instead skips the rule (and says so) and lets the other rules decide.
+- ``min_val_images``: fewer held-out images than this and the champion is kept: the evaluation
+  cannot resolve a difference.
+- val: the interval's upper end must be below ``-min_val_improvement`` (default 0: the whole
+  interval below zero, i.e. resolvably better). An identical or noisy challenger is kept.
+- reference (earlier promoted weeks' held-out images, evidence that does not come from the week
+  under suspicion): the interval's upper end must not exceed ``max_reference_degradation``
+  (default 0: not worse on the reference). With no reference yet, or fewer than
+  ``min_reference_images``, the rule is skipped and the reason says so.
+- ``max_blank_images`` blank renders of the eval prompts; ``max_stat_distance_increase`` for the
+  distance of the renders' colour statistics to the held-out images; ``min_clip_score_delta``
+  when both models have a CLIP score.
+
+The challenger is promoted only when no rule fails. The reasons always state the effect sizes
+with their intervals, e.g. ``val loss -3.1 % [-5.0 %, -1.2 %] 95 % paired bootstrap over 24
+held-out images (18 generated, 6 covers)``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True)
 class GateRules:
-    max_val_loss_increase: float = 0.02  # relative: challenger may be at most 2 % worse
+    min_val_images: int = 16
+    min_val_improvement: float = 0.0  # relative; the CI's upper end must be below minus this
+    max_reference_degradation: float = 0.0  # relative; the CI's upper end on the reference at most this
+    min_reference_images: int = 8
+    confidence: float = 0.95
+    bootstrap_samples: int = 2000
+    bootstrap_seed: int = 0
     max_blank_images: int = 0
-    max_stat_distance_increase: float = 0.10  # absolute, colour statistics vs the snapshot
+    max_stat_distance_increase: float = 0.10  # absolute, colour statistics vs the held-out images
     min_clip_score_delta: float = -0.5  # only when both have clip_score
-    require_held_out: bool = True  # no held-out val loss -> keep (False: skip the val-loss rule)
+
+    def __post_init__(self):
+        if not 0.5 <= self.confidence < 1:
+            raise ValueError(f"confidence must be in [0.5, 1) (got {self.confidence}); e.g. 0.95")
+        if self.bootstrap_samples < 100:
+            raise ValueError(f"bootstrap_samples must be >= 100 (got {self.bootstrap_samples}); e.g. 2000")
+        if self.min_val_images < 2 or self.min_reference_images < 2:
+            raise ValueError("min_val_images and min_reference_images must be >= 2: one image has no interval")
 
     @classmethod
     def from_dict(cls, values: dict) -> GateRules:
@@ -33,30 +61,98 @@ class GateRules:
             raise ValueError(f"unknown gate rule(s) {unknown}; known: {sorted(known)}")
         return cls(**values)
 
+    @classmethod
+    def from_params(cls, params: dict) -> GateRules:
+        """The rules among a DAG run's Params (other Params are ignored)."""
+        return cls(**{k: params[k] for k in cls.__dataclass_fields__ if k in params})
+
+
+def paired_effect(champion: list[float], challenger: list[float], rules: GateRules) -> dict:
+    """Relative change of the mean loss and its paired bootstrap percentile interval."""
+    import numpy as np
+
+    a, b = np.asarray(champion, dtype=np.float64), np.asarray(challenger, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired losses must be two vectors of one length, got {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()) or a.sum() <= 0:
+        return {"n": int(a.size), "effect": math.nan, "low": math.nan, "high": math.nan, "finite": False}
+    rng = np.random.default_rng(rules.bootstrap_seed)
+    draws = rng.integers(0, a.size, size=(rules.bootstrap_samples, a.size))
+    ratios = (b - a)[draws].sum(axis=1) / a[draws].sum(axis=1)
+    tail = (1 - rules.confidence) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return {"n": int(a.size), "effect": float((b - a).sum() / a.sum()), "low": float(low), "high": float(high),
+            "finite": True}
+
+
+def _pct(x: float) -> str:
+    """-0.031 -> "−3.1 %" (a true minus sign); zero -> "0.0 %"."""
+    return "0.0 %" if x == 0 else f"{x * 100:+.1f} %".replace("-", "\u2212")
+
+
+def _describe(name: str, effect: dict, rules: GateRules, what: str) -> str:
+    return (f"{name} {_pct(effect['effect'])} [{_pct(effect['low'])}, {_pct(effect['high'])}] "
+            f"{rules.confidence * 100:.0f} % paired bootstrap over {effect['n']} {what}")
+
+
+def _sources(paired: dict) -> str:
+    sources = paired.get("sources") or []
+    generated, covers = sources.count("generated"), sources.count("cover")
+    return f"({generated} generated, {covers} covers)"
+
 
 def decide(eval_result: dict, rules: GateRules | None = None) -> dict:
     rules = rules or GateRules()
     champ, chall = eval_result["metrics"]["champion"], eval_result["metrics"]["challenger"]
-    failed, passed = [], []
+    paired = eval_result.get("paired") or {}
+    failed, passed, evidence = [], [], {}
 
     def check(ok: bool, good: str, bad: str) -> None:
         (passed if ok else failed).append(good if ok else bad)
 
-    cv, pv = chall["val_loss"], champ["val_loss"]
-    held_out = eval_result.get("val_split") == "val" and int(eval_result.get("val_images") or 0) > 0
-    if not held_out:
-        why = (f"no held-out validation images (val_split={eval_result.get('val_split')!r}, "
-               f"val_images={eval_result.get('val_images')!r}): val_loss cannot show the challenger generalises")
-        if rules.require_held_out:
-            failed.append(why)
-        else:
-            passed.append(f"val_loss rule skipped: {why}")
-    elif not math.isfinite(cv):
-        failed.append(f"challenger val_loss is {cv}")
+    val = paired.get("val")
+    if val is None:
+        failed.append("no paired per-image losses on held-out images: the evaluation cannot show the challenger "
+                      "is better (see the evaluation notes)")
+    elif not val.get("champion"):
+        failed.append("no held-out validation images: the challenger cannot be shown to generalise, champion kept")
+    elif len(val["champion"]) < rules.min_val_images:
+        failed.append(f"only {len(val['champion'])} held-out image(s) {_sources(val)}, fewer than "
+                      f"min_val_images={rules.min_val_images}: too few to resolve a difference, champion kept")
+        if len(val["champion"]) >= 2:  # what was measured, shown but not used
+            effect = evidence["val"] = paired_effect(val["champion"], val["challenger"], rules)
+            if effect["finite"]:
+                passed.append(f"{_describe('val loss', effect, rules, 'held-out images')} {_sources(val)}: "
+                              "for information only (too few images)")
     else:
-        limit = pv * (1 + rules.max_val_loss_increase) if math.isfinite(pv) else math.inf
-        check(cv <= limit, f"val_loss {cv:.5f} within {limit:.5f}", f"val_loss {cv:.5f} above limit {limit:.5f} "
-              f"(champion {pv:.5f} + {rules.max_val_loss_increase:.0%})")
+        effect = evidence["val"] = paired_effect(val["champion"], val["challenger"], rules)
+        text = f"{_describe('val loss', effect, rules, 'held-out images')} {_sources(val)}"
+        if not effect["finite"]:
+            failed.append(f"val loss is not finite for one of the models ({effect['n']} held-out images)")
+        else:
+            bar = -rules.min_val_improvement
+            check(effect["high"] < bar, f"{text}: better (upper end below {_pct(bar)})",
+                  f"{text}: not resolvably better (needs the upper end below {_pct(bar)})")
+
+    reference = paired.get("reference")
+    n_ref = len((reference or {}).get("champion") or [])
+    if not n_ref:
+        passed.append("reference rule skipped: no held-out images of an earlier promoted week yet")
+    elif n_ref < rules.min_reference_images:
+        passed.append(f"reference rule skipped: only {n_ref} reference image(s), fewer than "
+                      f"min_reference_images={rules.min_reference_images}")
+    else:
+        effect = evidence["reference"] = paired_effect(reference["champion"], reference["challenger"], rules)
+        weeks = len(set(reference.get("weeks") or []))
+        text = f"{_describe('reference loss', effect, rules, 'reference images')} from {weeks} earlier week(s)"
+        if not effect["finite"]:
+            failed.append(f"reference loss is not finite for one of the models ({n_ref} images)")
+        else:
+            tolerance = rules.max_reference_degradation
+            check(effect["high"] <= tolerance, f"{text}: not worse (upper end within {_pct(tolerance)})",
+                  f"{text}: may be worse on earlier weeks' held-out images (upper end above {_pct(tolerance)}): "
+                  "this week's data is suspect")
+
     check(chall["blank_images"] <= rules.max_blank_images, f"blank images {chall['blank_images']}",
           f"{chall['blank_images']} blank eval image(s) > {rules.max_blank_images}")
     if "stat_distance" in chall and "stat_distance" in champ:
@@ -68,4 +164,7 @@ def decide(eval_result: dict, rules: GateRules | None = None) -> dict:
         check(delta >= rules.min_clip_score_delta, f"clip_score delta {delta:+.3f}",
               f"clip_score dropped {delta:+.3f} < {rules.min_clip_score_delta}")
     decision = "keep" if failed else "promote"
-    return {"decision": decision, "reasons": failed if failed else passed}
+    # A kept challenger's reasons: what failed, then the measured effects that passed.
+    context = [p for p in passed if p.startswith(("val loss", "reference"))]
+    return {"decision": decision, "reasons": failed + context if failed else passed,
+            "evidence": evidence, "rules": asdict(rules)}

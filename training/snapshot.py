@@ -3,23 +3,41 @@
     build_snapshot(warehouse, store, start, end, SnapshotConfig()) -> dict
 
 Selects, for the data interval ``[start, end)``:
-- generated images that got a review in the interval and whose reviews up to ``end`` pass the
-  filter (default mean rating >= 4 of 5 with at least 1 review); caption = the image's prompt;
+- generated images that got a valid review in the interval and whose valid reviews up to
+  ``end`` pass the filter: mean rating >= ``min_rating`` over at least ``min_reviews`` distinct
+  reviewers (a review is valid with a rating of 1..5 stars and a user; legacy duplicates of one
+  user on one image count as that user's mean); caption = the image's prompt;
 - crawled covers known by ``end`` whose song has a prompt with training captions.
 
-Images are read and checked: exact duplicates (sha256 of the bytes) and near-duplicates
-(perceptual hash within ``phash_distance`` bits) are dropped, unreadable ones are dropped with
-the reason. The kept items are split into ``train`` and held-out ``val`` by a hash of each
-image's bytes (``val_fraction``, default 15 %): the same image always lands on the same side,
-week after week, so the champion never trained on this week's held-out images either (unless
-the at-least-one rule below moved one). With at least ``min_examples`` (and two) items, at
-least one is held out and at least one is trained on. Every item carries its ``split``; the manifest's
-``split`` block and ``counts`` record the sizes. The trainer reads only ``train`` items, the
-evaluation's validation loss only ``val`` items (see :func:`split_items`).
+Personal images never enter: an image is left out when its lineage shows a personal adapter
+(the ``images.adapters`` column written at record time; for older rows the shard manifest that
+made it; else the registry entry of its model version), when its request is a personalisation
+or pins a DreamBooth version. An image whose lineage cannot be established is dropped with that
+reason: the snapshot fails closed.
+
+Images are checked: exact duplicates (sha256) and near-duplicates (perceptual hash within
+``phash_distance`` bits, found through :func:`sleeve.phash.near_duplicates`) are dropped,
+unreadable or too small ones are dropped with the reason. Perceptual hashes and sizes are
+stored on the ``covers`` / ``images`` rows: the crawler can fill them when it fetches a cover;
+otherwise the first snapshot that meets an image reads its bytes once and writes them back, and
+later snapshots never read them again.
+
+The kept items are split into ``train`` and held-out ``val`` by *group*, so related images
+never straddle the split: a song's images (its covers and every image generated from its
+prompts) form one group, or the whole album when the song has an album id; a generated image
+without a song is grouped by its request. A group's side is a pure function of its key
+(``val_fraction``, default 15 %): week after week the same group lands on the same side, so no
+model ever trained on an image held out in another week. With at least ``min_examples`` items
+in two or more groups, at least one group is held out and at least one is trained on.
+
+The snapshot also carries a *reference* set, evidence that does not come from this week's
+reviews: the held-out items of the last ``reference_weeks`` earlier snapshots whose challenger
+was promoted (their data passed the gate; a kept week may be the one with bad data), minus any
+image or group in this snapshot. The gate requires the challenger not to be worse on it.
 
 The manifest is written once at ``training/snapshots/<content hash>.json`` (the same selection
-always gives the same URI) and carries counts. Fewer than ``min_examples`` usable images means
-``skip_reason`` is set: the DAG skips training, it does not crash.
+always gives the same URI) and carries counts, including held-out counts per source. Fewer
+than ``min_examples`` usable images means ``skip_reason`` is set: the DAG skips training.
 """
 
 from __future__ import annotations
@@ -29,29 +47,35 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from sleeve.ids import content_hash, sha256_bytes
-from sleeve.store import ObjectStore, write_json
+from sleeve.phash import near_duplicates, parse_phash, phash_hex
+from sleeve.store import ObjectStore, open_uri, read_json
 from sleeve.warehouse import Warehouse
 from training.dataset import decode_image, read_image_bytes
 
 SNAPSHOT_PREFIX = "training/snapshots"
 TRAIN, VAL = "train", "val"
-SPLIT_METHOD = "sha256-threshold-v1"
+SOURCES = ("generated", "cover")
+SPLIT_METHOD = "group-sha256-threshold-v2"
+BASE_VERSION = "base"
 
 
 @dataclass(frozen=True)
 class SnapshotConfig:
     min_rating: float = 4.0
-    min_reviews: int = 1
+    min_reviews: int = 1  # distinct reviewers
     include_covers: bool = True
     min_examples: int = 4
     phash_distance: int = 4  # Hamming distance (of 64 bits) at or below which images are near-duplicates
     min_side: int = 32  # smaller images are dropped as too small
-    val_fraction: float = 0.15  # share of kept images held out for the gate's validation loss
+    val_fraction: float = 0.15  # share of groups held out for the gate's validation loss
+    reference_weeks: int = 4  # earlier promoted weeks whose held-out items form the reference set
 
     def __post_init__(self):
         if not 0 <= self.val_fraction <= 0.5:
             raise ValueError(f"val_fraction must be between 0 and 0.5 (got {self.val_fraction}); "
                              "use e.g. 0.15 to hold out 15 % of the snapshot for validation")
+        if self.reference_weeks < 0:
+            raise ValueError(f"reference_weeks must be >= 0 (got {self.reference_weeks}); 0 turns the reference off")
 
     @classmethod
     def from_dict(cls, values: dict) -> SnapshotConfig:
@@ -60,40 +84,126 @@ class SnapshotConfig:
 
 
 GENERATED_SQL = """
-SELECT i.image_id, i.uri, i.sha256, i.prompt_id, i.model_version, p.positive AS caption,
-       AVG(r.rating) AS mean_rating, COUNT(*) AS reviews
+WITH valid AS (
+  SELECT image_id, user_id, AVG(rating) AS rating, MAX(created_at) AS last_at
+  FROM reviews
+  WHERE created_at < @end AND rating BETWEEN 1 AND 5 AND user_id IS NOT NULL
+  GROUP BY image_id, user_id
+)
+SELECT i.image_id, i.request_id, i.uri, i.sha256, i.phash, i.width, i.height, i.model_version, i.adapters,
+       i.manifest_uri, p.positive AS caption, p.song_id, s.source AS song_source, s.album_id,
+       g.kind AS request_kind, g.model_version AS request_model_version,
+       AVG(v.rating) AS mean_rating, COUNT(*) AS reviewers
 FROM images AS i
-JOIN reviews AS r ON r.image_id = i.image_id
+JOIN valid AS v ON v.image_id = i.image_id
 LEFT JOIN prompts AS p ON p.prompt_id = i.prompt_id
+LEFT JOIN songs AS s ON s.song_id = p.song_id
 LEFT JOIN generation_requests AS g ON g.request_id = i.request_id
-LEFT JOIN model_versions AS m ON m.version = i.model_version
-WHERE r.created_at < @end
-  AND i.image_id IN (SELECT image_id FROM reviews WHERE created_at >= @start AND created_at < @end)
-  -- Personalised covers show a user's face: they never train the shared style model.
-  AND (g.kind IS NULL OR g.kind != 'personalize')
-  AND (m.kind IS NULL OR m.kind != 'dreambooth')
-GROUP BY i.image_id, i.uri, i.sha256, i.prompt_id, i.model_version, p.positive
-HAVING COUNT(*) >= @min_reviews AND AVG(r.rating) >= @min_rating
+WHERE i.image_id IN (SELECT image_id FROM valid WHERE last_at >= @start)
+GROUP BY i.image_id, i.request_id, i.uri, i.sha256, i.phash, i.width, i.height, i.model_version, i.adapters,
+         i.manifest_uri, p.positive, p.song_id, s.source, s.album_id, g.kind, g.model_version
+HAVING COUNT(*) >= @min_reviews AND AVG(v.rating) >= @min_rating
 ORDER BY i.image_id
 """
 
 COVERS_SQL = """
-SELECT c.song_id, c.uri, c.sha256, p.captions, p.positive, p.created_at AS prompt_created_at
+SELECT c.song_id, c.uri, c.sha256, c.phash, c.width, c.height, s.source AS song_source, s.album_id,
+       p.captions, p.positive
 FROM covers AS c
 JOIN prompts AS p ON p.song_id = c.song_id
+LEFT JOIN songs AS s ON s.song_id = c.song_id
 WHERE c.created_at < @end AND p.created_at < @end AND p.captions IS NOT NULL
 ORDER BY c.song_id, p.created_at DESC, p.prompt_id
 """
 
+REFERENCE_SQL = """
+SELECT interval_start, manifest_uri FROM training_runs
+WHERE kind = 'style' AND status = 'trained' AND decision = 'promote' AND manifest_uri IS NOT NULL
+  AND interval_start < @start
+ORDER BY interval_start DESC
+LIMIT @weeks
+"""
 
-def select_candidates(warehouse: Warehouse, start: datetime, end: datetime, config: SnapshotConfig) -> list[dict]:
-    """Rows worth reading, in a stable order: generated images first, then covers."""
-    rows = []
+
+def song_group(song_id: str, source: str | None, album_id: str | None) -> str:
+    """The split group of a song's images: its album when known, else the song."""
+    return f"album:{source}:{album_id}" if album_id else f"song:{song_id}"
+
+
+class Lineage:
+    """Which generated images were made with a personal adapter. Reads the registry once and
+    each legacy shard manifest at most once."""
+
+    def __init__(self, warehouse: Warehouse, store: ObjectStore):
+        rows = warehouse.query("SELECT version, kind, user_id, adapter_uri FROM model_versions")
+        self.store, self.users_area = store, store.url.rstrip("/") + "/users/"  # personal data (sleeve.keys)
+        self.kinds = {r["version"]: r["kind"] for r in rows}
+        self.personal_uris = {r["adapter_uri"].rstrip("/") for r in rows
+                              if r["adapter_uri"] and (r["kind"] == "dreambooth" or r["user_id"])}
+        self.manifests: dict[str, list | None] = {}
+
+    def personal(self, row: dict) -> str | None:
+        """Why ``row`` (a GENERATED_SQL row) is personal, "" when it is not, None when unknown."""
+        if row["request_kind"] == "personalize":
+            return "personalisation request"
+        for version in (row["request_model_version"], row["model_version"]):
+            if self.kinds.get(version) == "dreambooth":
+                return f"DreamBooth version {version}"
+        adapters = self._adapters(row)
+        if adapters is None:
+            return None
+        for adapter in adapters:
+            uri = str(adapter.get("uri") or "").rstrip("/")
+            if adapter.get("kind") == "dreambooth" or adapter.get("user_id") or uri in self.personal_uris \
+                    or uri.startswith(self.users_area):
+                return f"personal adapter {adapter.get('version') or uri}"
+        return ""
+
+    def _adapters(self, row: dict) -> list | None:
+        if row["adapters"] is not None:
+            try:
+                adapters = json.loads(row["adapters"])
+            except json.JSONDecodeError:
+                return None
+            return adapters if isinstance(adapters, list) else None
+        if row["manifest_uri"]:  # rows recorded before the adapters column: the shard manifest
+            uri = row["manifest_uri"]
+            if uri not in self.manifests:
+                try:
+                    self.manifests[uri] = list(read_json(*open_uri(uri, self.store)).get("model", {})
+                                               .get("adapters") or [])
+                except (OSError, ValueError, KeyError):
+                    self.manifests[uri] = None
+            return self.manifests[uri]
+        if row["model_version"] == BASE_VERSION:
+            return []
+        if self.kinds.get(row["model_version"]) == "style":  # one registered style adapter
+            return []
+        return None
+
+
+def select_candidates(warehouse: Warehouse, store: ObjectStore, start: datetime, end: datetime,
+                      config: SnapshotConfig) -> tuple[list[dict], list[dict], int]:
+    """(rows worth checking in a stable order: generated images first, then covers; rows
+    dropped for unknown lineage; number of personal images left out)."""
+    rows, unknown, personal = [], [], 0
+    lineage = Lineage(warehouse, store)
     for row in warehouse.query(GENERATED_SQL, {"start": start, "end": end, "min_rating": float(config.min_rating),
                                                "min_reviews": int(config.min_reviews)}):
+        why = lineage.personal(row)
+        if why:
+            personal += 1
+            continue
+        if why is None:
+            unknown.append({"ref": row["image_id"], "uri": row["uri"],
+                            "reason": "lineage unknown: no adapters recorded and no readable shard manifest"})
+            continue
+        group = song_group(row["song_id"], row["song_source"], row["album_id"]) if row["song_id"] \
+            else f"request:{row['request_id']}"
         rows.append({"source": "generated", "ref": row["image_id"], "uri": row["uri"], "sha256": row["sha256"],
                      "caption": row["caption"] or "", "rating": round(float(row["mean_rating"]), 4),
-                     "reviews": int(row["reviews"]), "model_version": row["model_version"]})
+                     "reviews": int(row["reviewers"]), "model_version": row["model_version"], "group": group,
+                     "_phash": row["phash"], "_size": (row["width"], row["height"])})
     if config.include_covers:
         seen = set()
         for row in warehouse.query(COVERS_SQL, {"end": end}):
@@ -103,8 +213,10 @@ def select_candidates(warehouse: Warehouse, start: datetime, end: datetime, conf
             caption = _pick_caption(row["captions"], row["positive"], row["sha256"])
             if caption:
                 rows.append({"source": "cover", "ref": row["song_id"], "uri": row["uri"], "sha256": row["sha256"],
-                             "caption": caption, "rating": None})
-    return rows
+                             "caption": caption, "rating": None,
+                             "group": song_group(row["song_id"], row["song_source"], row["album_id"]),
+                             "_phash": row["phash"], "_size": (row["width"], row["height"])})
+    return rows, unknown, personal
 
 
 def _pick_caption(captions_json: str | None, positive: str | None, seed: str) -> str:
@@ -118,22 +230,21 @@ def _pick_caption(captions_json: str | None, positive: str | None, seed: str) ->
     return variants[int(sha256_bytes((seed or "").encode())[:8], 16) % len(variants)]
 
 
-def _split_score(sha256: str) -> float:
-    """Where an image falls in [0, 1): a pure function of its content hash."""
-    return int(sha256_bytes(f"{SPLIT_METHOD}:{sha256}".encode())[:15], 16) / 16**15
+def _split_score(group: str) -> float:
+    """Where a group falls in [0, 1): a pure function of its key."""
+    return int(sha256_bytes(f"{SPLIT_METHOD}:{group}".encode())[:15], 16) / 16**15
 
 
 def assign_splits(items: list[dict], config: SnapshotConfig) -> list[dict]:
-    """Each item with ``split`` = train | val; items stay in their order."""
-    scores = [_split_score(i["sha256"]) for i in items]
-    val = {n for n, score in enumerate(scores) if score < config.val_fraction}
-    by_score = sorted(range(len(items)), key=lambda n: (scores[n], items[n]["sha256"]))
-    if config.val_fraction > 0 and len(items) >= config.min_examples:
-        if not val:  # too few items for the fraction to catch one: hold out the lowest score
-            val = {by_score[0]}
-        if len(val) == len(items):  # never hold out everything
-            val.discard(by_score[-1])
-    return [{**item, "split": VAL if n in val else TRAIN} for n, item in enumerate(items)]
+    """Each item with ``split`` = train | val, decided per ``group``; items stay in their order."""
+    scores = {g: _split_score(g) for g in dict.fromkeys(i["group"] for i in items)}
+    val = {g for g, score in scores.items() if score < config.val_fraction}
+    by_score = sorted(scores, key=lambda g: (scores[g], g))
+    if config.val_fraction > 0 and len(items) >= config.min_examples and len(scores) >= 2 and not val:
+        val = {by_score[0]}  # too few groups for the fraction to catch one: hold out the lowest score
+    if val and len(val) == len(scores):  # never hold out everything
+        val.discard(by_score[-1])
+    return [{**item, "split": VAL if item["group"] in val else TRAIN} for item in items]
 
 
 def split_items(manifest: dict, split: str) -> list[dict]:
@@ -144,54 +255,155 @@ def split_items(manifest: dict, split: str) -> list[dict]:
     return [i for i in manifest.get("items", []) if i.get("split", TRAIN) == split]
 
 
-def build_snapshot(warehouse: Warehouse, store: ObjectStore, start: datetime, end: datetime,
-                   config: SnapshotConfig | None = None) -> dict:
-    """Select, read, dedupe and write the manifest; returns ``{"uri", "counts", "skip_reason", ...}``."""
-    import imagehash
+def reference_items(manifest: dict) -> list[dict]:
+    """The manifest's reference items (earlier weeks' held-out images); none in older manifests."""
+    return list((manifest.get("reference") or {}).get("items") or [])
 
-    config = config or SnapshotConfig()
-    candidates = select_candidates(warehouse, start, end, config)
-    items, dropped, hashes, phashes = [], [], set(), []
-    for row in candidates:
+
+def earlier_snapshots(warehouse: Warehouse, start: datetime, weeks: int) -> list[dict]:
+    """The last ``weeks`` promoted weekly runs before ``start``: {interval_start, manifest_uri}."""
+    if weeks <= 0:
+        return []
+    return warehouse.query(REFERENCE_SQL, {"start": start, "weeks": int(weeks)})
+
+
+def held_out_key(manifest_key: str) -> str:
+    """Beside each manifest: its held-out generated items, all a later reference needs."""
+    return manifest_key.removesuffix(".json") + ".held-out.json"
+
+
+def build_reference(store: ObjectStore, earlier: list[dict], items: list[dict]) -> dict:
+    """The held-out generated images of ``earlier`` snapshots (newest first), each image once,
+    without the images of this snapshot and without any group it trains on (a group's side
+    never changes for a fixed ``val_fraction``; this guards against a changed one). Held-out
+    covers are not taken: they stay in the catalogue and are in this week's held-out set."""
+    taken = {i["sha256"] for i in items}
+    groups = {i["group"] for i in items if i["split"] == TRAIN}
+    weeks, out = [], []
+    for run in earlier:
+        uri = run["manifest_uri"]
         try:
-            data = read_image_bytes(row["uri"], store)
-            image = decode_image(data)
-        except (ValueError, OSError, KeyError) as exc:  # missing object or undecodable bytes
-            dropped.append({"ref": row["ref"], "uri": row["uri"], "reason": f"unreadable: {exc}"})
+            src, key = open_uri(uri, store)
+            held_out = read_json(src, held_out_key(key))["items"] if src.exists(held_out_key(key)) else \
+                split_items(read_json(src, key), VAL)  # snapshots written before the held-out file
+        except (OSError, ValueError, KeyError) as exc:
+            weeks.append({"interval_start": str(run["interval_start"]), "manifest_uri": uri, "items": 0,
+                          "note": f"unreadable: {exc}"})
             continue
-        digest = sha256_bytes(data)
-        if min(image.size) < config.min_side:
-            dropped.append({"ref": row["ref"], "uri": row["uri"], "reason": f"too small: {image.size}"})
+        added = 0
+        for item in held_out:
+            if item.get("source") != "generated" or item["sha256"] in taken or item.get("group") in groups:
+                continue
+            taken.add(item["sha256"])
+            out.append({k: item.get(k) for k in ("source", "ref", "uri", "sha256", "caption", "group")}
+                       | {"week": str(run["interval_start"])})
+            added += 1
+        weeks.append({"interval_start": str(run["interval_start"]), "manifest_uri": uri, "items": added})
+    return {"weeks": weeks, "items": out}
+
+
+def _check(rows: list[dict], store: ObjectStore, config: SnapshotConfig) -> tuple[list, list, dict]:
+    """Dedupe and size-check ``rows``; read an image only when its hash or size is not stored.
+    Returns (kept items, dropped, hashes to store: {"generated": [...], "cover": [...]})."""
+    survivors, values, dropped, fills = [], [], [], {"generated": [], "cover": []}
+    digests = set()
+    for row in rows:
+        phash, size = row.pop("_phash"), row.pop("_size")
+        value = _parsed(phash)
+        if value is None or None in size:
+            try:
+                data = read_image_bytes(row["uri"], store)
+                image = decode_image(data)
+            except (ValueError, OSError, KeyError) as exc:  # missing object or undecodable bytes
+                dropped.append({"ref": row["ref"], "uri": row["uri"], "reason": f"unreadable: {exc}"})
+                continue
+            digest = sha256_bytes(data)
+            if row["sha256"] and digest != row["sha256"]:
+                dropped.append({"ref": row["ref"], "uri": row["uri"],
+                                "reason": f"content changed: sha256 {digest} is not the recorded {row['sha256']}"})
+                continue
+            row["sha256"], phash, size = digest, phash_hex(image), image.size
+            value = parse_phash(phash)
+            fills[row["source"]].append({"ref": row["ref"], "phash": phash, "width": size[0], "height": size[1]})
+        if min(size) < config.min_side:
+            dropped.append({"ref": row["ref"], "uri": row["uri"], "reason": f"too small: {tuple(size)}"})
             continue
-        if digest in hashes:
+        if row["sha256"] in digests:
             dropped.append({"ref": row["ref"], "uri": row["uri"], "reason": "duplicate (same content hash)"})
             continue
-        phash = imagehash.phash(image)
-        near = next((h for h in phashes if h - phash <= config.phash_distance), None)
-        if near is not None:
-            dropped.append({"ref": row["ref"], "uri": row["uri"], "reason": f"near-duplicate (phash {phash})"})
-            continue
-        hashes.add(digest)
-        phashes.append(phash)
-        items.append({**row, "sha256": digest, "phash": str(phash)})
+        digests.add(row["sha256"])
+        survivors.append({**row, "phash": phash})
+        values.append(value)
+    items = []
+    for item, twin in zip(survivors, near_duplicates(values, config.phash_distance), strict=True):
+        if twin is None:
+            items.append(item)
+        else:
+            dropped.append({"ref": item["ref"], "uri": item["uri"],
+                            "reason": f"near-duplicate (phash {item['phash']} within {config.phash_distance} bits "
+                                      f"of {survivors[twin]['ref']})"})
+    return items, dropped, fills
+
+
+def _parsed(phash: str | None) -> int | None:
+    try:
+        return parse_phash(phash) if phash else None
+    except ValueError:
+        return None
+
+
+def _store_hashes(warehouse: Warehouse, fills: dict) -> None:
+    """Write the hashes and sizes computed now back to their rows, so no later snapshot reads
+    those bytes again (a pure function of the bytes: re-runs write the same values)."""
+    warehouse.upsert("images", [{"image_id": f["ref"], "phash": f["phash"], "width": f["width"],
+                                 "height": f["height"]} for f in fills["generated"]])
+    warehouse.upsert("covers", [{"song_id": f["ref"], "phash": f["phash"], "width": f["width"],
+                                 "height": f["height"]} for f in fills["cover"]])
+
+
+def _put_json(store: ObjectStore, key: str, obj: dict) -> None:
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+    store.put_bytes(key, data, content_type="application/json", create_only=True)
+
+
+def build_snapshot(warehouse: Warehouse, store: ObjectStore, start: datetime, end: datetime,
+                   config: SnapshotConfig | None = None) -> dict:
+    """Select, check, split and write the manifest; returns ``{"uri", "counts", "skip_reason", ...}``."""
+    config = config or SnapshotConfig()
+    candidates, unknown, personal = select_candidates(warehouse, store, start, end, config)
+    items, dropped, fills = _check(candidates, store, config)
+    _store_hashes(warehouse, fills)
+    dropped = unknown + dropped
     items = assign_splits(items, config)
+    reference = build_reference(store, earlier_snapshots(warehouse, start, config.reference_weeks), items)
+    val = [i for i in items if i["split"] == VAL]
     split = {"method": SPLIT_METHOD, "val_fraction": config.val_fraction,
-             TRAIN: sum(i["split"] == TRAIN for i in items), VAL: sum(i["split"] == VAL for i in items)}
+             TRAIN: len(items) - len(val), VAL: len(val),
+             "val_by_source": {s: sum(i["source"] == s for i in val) for s in SOURCES},
+             "groups": {TRAIN: len({i["group"] for i in items if i["split"] == TRAIN}),
+                        VAL: len({i["group"] for i in val})}}
     counts = {
-        "candidates": len(candidates), "examples": len(items),
+        "candidates": len(candidates) + len(unknown), "examples": len(items),
         "generated": sum(i["source"] == "generated" for i in items), "covers": sum(i["source"] == "cover" for i in items),
-        "train": split[TRAIN], "val": split[VAL], "dropped": len(dropped),
-        "duplicates": sum("duplicate" in d["reason"] for d in dropped),
+        "train": split[TRAIN], "val": split[VAL],
+        "val_generated": split["val_by_source"]["generated"], "val_covers": split["val_by_source"]["cover"],
+        "reference": len(reference["items"]), "reference_weeks": sum(w["items"] > 0 for w in reference["weeks"]),
+        "dropped": len(dropped), "duplicates": sum("duplicate" in d["reason"] for d in dropped),
         "unreadable": sum(d["reason"].startswith("unreadable") for d in dropped),
+        "lineage_unknown": len(unknown), "personal_excluded": personal,
     }
     skip_reason = None
     if len(items) < config.min_examples:
         skip_reason = (f"snapshot has {len(items)} usable image(s), fewer than min_examples={config.min_examples} "
                        f"({counts['candidates']} candidates, {counts['dropped']} dropped)")
     manifest = {"kind": "style-snapshot", "interval": [start.isoformat(), end.isoformat()], "filter": asdict(config),
-                "split": split, "items": items, "dropped": dropped, "counts": counts, "skip_reason": skip_reason}
+                "split": split, "items": items, "reference": reference, "dropped": dropped, "counts": counts,
+                "skip_reason": skip_reason}
     digest = content_hash(manifest)
     key = f"{SNAPSHOT_PREFIX}/{digest}.json"
-    write_json(store, key, {**manifest, "sha256": digest}, create_only=True)
+    if not store.exists(key):  # compact JSON: a catalogue-sized manifest is tens of MB
+        held_out = [i for i in val if i["source"] == "generated"]
+        _put_json(store, held_out_key(key), {"manifest": store.uri(key), "items": held_out})
+        _put_json(store, key, {**manifest, "sha256": digest})
     return {"uri": store.uri(key), "sha256": digest, "counts": counts, "split": split, "skip_reason": skip_reason,
-            "dropped": dropped}
+            "dropped": dropped, "hashed_now": len(fills["generated"]) + len(fills["cover"])}

@@ -46,6 +46,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from sleeve.ids import content_hash
 from training.checkpoints import Checkpoints, fingerprint
 from training.dataset import Example, TensorCache, decode_image, preprocess, read_image_bytes
 
@@ -337,24 +338,27 @@ def per_sample_loss(parts: Components, latents, cond: dict, time_ids, timesteps,
     return loss
 
 
-def validation_loss(parts: Components, data: PreparedData, timesteps=(100, 300, 500, 700, 900), seed: int = 1234) -> float:
-    """Mean loss at fixed noise levels with fixed noise: comparable between two adapters."""
+def validation_losses(parts: Components, data: PreparedData, timesteps=(100, 300, 500, 700, 900),
+                      seed: int = 1234) -> list[float]:
+    """Per-image loss (mean over fixed noise levels) with noise drawn from (``seed``, the image's
+    content hash, the noise level): an image gets the same noise whatever else is evaluated
+    and in whatever order, so two adapters' losses pair image by image."""
     import torch
 
-    if not data.items:
-        return float("nan")
-    gen = torch.Generator().manual_seed(seed)
-    total, count = 0.0, 0
+    out = []
     with torch.no_grad():
         for item, example in zip(data.items, data.examples, strict=True):
             latents = item["latent"].unsqueeze(0).to(parts.device, dtype=torch.float32)
             cond = {k: v.unsqueeze(0).to(parts.device) for k, v in data.text(example.caption).items()}
+            image_seed = int(content_hash([seed, example.sha256 or example.uri])[:15], 16)
+            total = 0.0
             for t in timesteps:
+                gen = torch.Generator().manual_seed(image_seed + t)
                 noise = torch.randn(latents.shape, generator=gen).to(parts.device)
                 ts = torch.tensor([t], device=parts.device, dtype=torch.long)
                 total += float(per_sample_loss(parts, latents, cond, item["time_ids"].unsqueeze(0), ts, noise, None)[0])
-                count += 1
-    return total / count
+            out.append(total / len(timesteps))
+    return out
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -20,8 +20,9 @@ from sleeve import registry
 from sleeve.ids import stable_id
 from sleeve.store import ObjectStore
 from sleeve.warehouse import Warehouse
+from training.evaluate_job import MAX_EVAL_IMAGES
 from training.gate import GateRules, decide
-from training.snapshot import SnapshotConfig, build_snapshot
+from training.snapshot import SOURCES, SnapshotConfig, build_snapshot
 
 DAG_ID = "weekly_retrain"
 DONE = ("trained", "skipped")
@@ -115,20 +116,26 @@ def eval_config(plan: dict, params: dict, trained: dict, *, home: Path, champion
     """``training.evaluate_job``'s config: the new adapter against the champion (None: the base)."""
     return {"base_model": plan["base_model"], "challenger_uri": trained["adapter_uri"], "champion_uri": champion_uri,
             "resolution": params["resolution"], "clip_model": params["clip_model"],
+            "max_eval_images": params.get("max_eval_images", MAX_EVAL_IMAGES),
             "cache_dir": str(home / "cache" / "training")}
 
 
 def conclude(warehouse: Warehouse, *, run_id: str, start: datetime, end: datetime, version: str, base_model: str,
              manifest_uri: str, train_result: dict, eval_result: dict, rules: GateRules | None = None,
-             now: datetime | None = None) -> dict:
-    """Gate, register, promote or reject, and close the run row as ``trained``."""
+             counts: dict | None = None, now: datetime | None = None) -> dict:
+    """Gate, register, promote or reject, and close the run row as ``trained``. ``counts`` are
+    the snapshot's (kept in the run's metrics beside the gate's evidence)."""
     now = now or datetime.now(UTC)
     verdict = decide(eval_result, rules)
+    sources = (eval_result.get("paired") or {}).get("val", {}).get("sources") or []
     metrics = {"challenger": eval_result["metrics"]["challenger"], "champion": eval_result["metrics"]["champion"],
                "final_loss": train_result.get("final_loss"), "steps": train_result.get("steps"),
                "eval_set_version": eval_result.get("eval_set_version"), "notes": eval_result.get("notes", []),
                "val_split": eval_result.get("val_split"), "val_images": eval_result.get("val_images"),
-               "train_examples": train_result.get("examples"),
+               "val_by_source": {s: sources.count(s) for s in SOURCES},
+               "reference_images": eval_result.get("reference_images", 0),
+               "gate": {"evidence": verdict["evidence"], "rules": verdict["rules"]},
+               "snapshot": counts or {}, "train_examples": train_result.get("examples"),
                "contact_sheet_uri": eval_result.get("contact_sheet_uri")}
     registry.register(warehouse, version=version, kind="style", base_model=base_model,
                       adapter_uri=train_result["adapter_uri"], manifest_uri=manifest_uri, metrics=metrics,
@@ -143,9 +150,10 @@ def conclude(warehouse: Warehouse, *, run_id: str, start: datetime, end: datetim
             "alias": row["alias"], "adapter_uri": row["adapter_uri"]}
 
 
-def conclude_plan(warehouse: Warehouse, plan: dict, train_result: dict, eval_result: dict,
+def conclude_plan(warehouse: Warehouse, plan: dict, train_result: dict, eval_result: dict, params: dict | None = None,
                   now: datetime | None = None) -> dict:
-    """:func:`conclude` for the plan the snapshot step returned."""
+    """:func:`conclude` for the plan the snapshot step returned, with the gate rules among ``params``."""
     return conclude(warehouse, run_id=plan["run_id"], start=datetime.fromisoformat(plan["start"]),
                     end=datetime.fromisoformat(plan["end"]), version=plan["version"], base_model=plan["base_model"],
-                    manifest_uri=plan["manifest_uri"], train_result=train_result, eval_result=eval_result, now=now)
+                    manifest_uri=plan["manifest_uri"], train_result=train_result, eval_result=eval_result,
+                    rules=GateRules.from_params(params or {}), counts=plan.get("counts"), now=now)

@@ -111,7 +111,8 @@ def test_shots_are_reviewed_like_covers_and_stay_out_of_the_cover_model(dagbag, 
     assert outcome["recorded"] == 1 and "unknown image 'no-such-shot'" in outcome["rejected"][0]["reason"]
 
     week = (RUN - timedelta(days=2), RUN + timedelta(days=5))
-    assert select_candidates(warehouse, *week, SnapshotConfig(include_covers=False)) == []  # 5 stars, still no
+    # 5 stars, still no: not a candidate, not even one dropped for its lineage
+    assert select_candidates(warehouse, store, *week, SnapshotConfig(include_covers=False)) == ([], [], 0)
     report = build_report(warehouse, *week)
     assert report["top_covers"] == []
     products = report["product_shots"]

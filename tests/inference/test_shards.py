@@ -1,8 +1,9 @@
 """Shard planning: which model a request gets, and where its manifests go."""
 
+import json
 from datetime import UTC, datetime
 
-from inference.shards import plan_shards, resolve_model, store_key
+from inference.shards import adapter_lineage, plan_shards, resolve_model, store_key
 from sleeve.registry import promote, register
 from sleeve.store import read_json, write_json
 
@@ -18,11 +19,15 @@ def test_a_dreambooth_adapter_is_mixed_with_the_production_style_unless_asked_no
     _register(warehouse, "dreambooth-r1", "dreambooth", user_id="u1")
     mixed = resolve_model(warehouse, "dreambooth-r1", "tiny", style_weight=0.7)
     assert mixed["version"] == "dreambooth-r1+style-1"
-    assert mixed["adapters"] == [{"uri": "file:///m/dreambooth-r1", "weight": 1.0},
-                                 {"uri": "file:///m/style-1", "weight": 0.7}]
+    personal = {"uri": "file:///m/dreambooth-r1", "weight": 1.0, "version": "dreambooth-r1", "kind": "dreambooth",
+                "user_id": "u1"}
+    assert mixed["adapters"] == [personal, {"uri": "file:///m/style-1", "weight": 0.7, "version": "style-1",
+                                            "kind": "style", "user_id": None}]
     alone = resolve_model(warehouse, "dreambooth-r1", "tiny", combine_style=False)
-    assert alone == {"version": "dreambooth-r1", "base_model": "tiny",
-                     "adapters": [{"uri": "file:///m/dreambooth-r1", "weight": 1.0}]}
+    assert alone == {"version": "dreambooth-r1", "base_model": "tiny", "adapters": [personal]}
+    assert json.loads(adapter_lineage(mixed)) == [{k: a[k] for k in ("uri", "version", "kind", "user_id")}
+                                                  for a in mixed["adapters"]]
+    assert adapter_lineage(resolve_model(warehouse, "base", "tiny")) == "[]"
 
     rows = [{"request_id": "g1", "positive": "a cover", "num_images": 1, "model_version": "dreambooth-r1",
              "prompt_found": True}, {"request_id": "g2", "prompt_id": "gone", "prompt_found": False}]

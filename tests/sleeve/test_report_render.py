@@ -98,7 +98,8 @@ def test_headline_verdict_and_the_decision_in_plain_words():
     assert headline(bad).startswith("❌ Needs attention (the mean rating fell by 0.50; 50 % fewer covers than the "
                                     "week before): mean rating 4.00 (▼0.50 vs 4.50 the week before) · 5 covers (▼50 %)"
                                     " · 1 review · 1 user")
-    assert decision(bad) == ("Kept style-a: the new model was not better (validation loss ▲3.0 % vs style-a). "
+    assert decision(bad) == ("Kept style-a, the gate did not promote the new model (val_loss 1.03 above limit 1.02; "
+                             "validation loss ▲3.0 % vs style-a). "
                              "It trained on 7 crawled covers only: no reviewed cover of this week passed the "
                              "rating filter.")
     good = _report(ratings={"change": 0.2, "previous_mean": 3.8}, activity={"previous_images": 4})

@@ -93,7 +93,7 @@ def test_evaluate_records_clip_score_for_champion_and_challenger(warehouse, stor
     trained = train_job.main(manifest, {"train": {"base_model": str(tiny_model), "steps": 1, "rank": 2},
                                         "work_dir": str(tmp_path / "work")}, store.uri("models/style/clip-test"))
     config = {"base_model": str(tiny_model), "challenger_uri": trained["adapter_uri"], "champion_uri": None,
-              "steps": 1, "val_items": 1, "clip_model": str(tiny_clip)}
+              "steps": 1, "max_eval_images": 1, "clip_model": str(tiny_clip)}
     result = evaluate_job.main(manifest, config, store.uri("evals/clip-test"))
 
     prompts = [i["prompt"] for i in evaluate.EVAL_SET["items"]]
@@ -112,7 +112,8 @@ def test_evaluate_records_clip_score_for_champion_and_challenger(warehouse, stor
     recorded = json.loads(run["metrics"])
     assert {recorded[n]["clip_score"] for n in ("champion", "challenger")} == \
         {result["metrics"][n]["clip_score"] for n in ("champion", "challenger")}
-    assert outcome["decision"] in ("promote", "keep")
+    assert outcome["decision"] == "keep"  # one held-out image: too few for the gate to resolve anything
+    assert outcome["reasons"][0].startswith("only 1 held-out image(s)")
     strict = decide(result, GateRules(min_clip_score_delta=101))  # no delta of two scores in [0, 100] passes
     assert strict["decision"] == "keep" and any(r.startswith("clip_score dropped") for r in strict["reasons"])
 

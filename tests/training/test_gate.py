@@ -1,29 +1,134 @@
-"""The weekly retrain's gate rules."""
+"""The promotion gate on synthetic per-image losses: a challenger is promoted only when the paired
+evidence resolves that it is better, on enough held-out images, and not worse on the reference."""
+
+import numpy as np
+import pytest
 
 from training.gate import GateRules, decide
 
+STATS = {"blank_images": 0, "stat_distance": 0.5}
 
-def test_gate_rules():
-    def result(champ_loss, chall_loss, blank=0, val_images=3):
-        base = {"blank_images": 0, "stat_distance": 0.5}
-        return {"val_split": "val", "val_images": val_images,
-                "metrics": {"champion": {**base, "val_loss": champ_loss},
-                            "challenger": {**base, "val_loss": chall_loss, "blank_images": blank}}}
 
-    assert decide(result(1.0, 0.99))["decision"] == "promote"
-    worse = decide(result(1.0, 1.05))
-    assert worse["decision"] == "keep" and "val_loss" in worse["reasons"][0]
-    assert decide(result(1.0, 1.05), GateRules(max_val_loss_increase=0.1))["decision"] == "promote"
-    assert decide(result(1.0, 0.9, blank=2))["decision"] == "keep"
-    assert decide(result(1.0, float("nan")))["decision"] == "keep"
+def result(champion, challenger, *, reference=None, sources=None, **challenger_metrics):
+    champion, challenger = [float(x) for x in champion], [float(x) for x in challenger]
+    paired = {"val": {"champion": champion, "challenger": challenger,
+                      "sources": sources or ["generated"] * len(champion)}}
+    if reference is not None:
+        ref_champ, ref_chall = reference
+        paired["reference"] = {"champion": [float(x) for x in ref_champ], "challenger": [float(x) for x in ref_chall],
+                               "weeks": ["2026-01-05"] * (len(ref_champ) // 2) + ["2025-12-29"] * (len(ref_champ)
+                                                                                                   - len(ref_champ) // 2)}
+    return {"val_split": "val", "val_images": len(champion), "paired": paired,
+            "metrics": {"champion": {**STATS, "val_loss": float(np.mean(champion))},
+                        "challenger": {**STATS, "val_loss": float(np.mean(challenger)), **challenger_metrics}}}
 
-    # no held-out images: the val loss would be on training data (or NaN), so never promote on it
-    blind = decide(result(float("nan"), float("nan"), val_images=0))
-    assert blind["decision"] == "keep" and blind["reasons"] == [
-        "no held-out validation images (val_split='val', val_images=0): val_loss cannot show the challenger "
-        "generalises"]
-    unsplit = {k: v for k, v in result(1.0, 0.5).items() if k != "val_split"}  # an evaluation before the split
-    assert decide(unsplit)["decision"] == "keep"
-    lenient = decide(result(float("nan"), float("nan"), val_images=0), GateRules(require_held_out=False))
-    assert lenient["decision"] == "promote" and lenient["reasons"][0].startswith("val_loss rule skipped")
-    assert decide(result(1.0, 0.9, blank=1, val_images=0), GateRules(require_held_out=False))["decision"] == "keep"
+
+def losses(n, seed=0):
+    return np.random.default_rng(seed).uniform(0.8, 1.2, n)
+
+
+def test_a_clear_win_is_promoted_and_the_reason_states_the_effect_and_its_interval():
+    champ = losses(24)
+    chall = champ * (1 - 0.03 + np.random.default_rng(1).normal(0, 0.01, 24))  # 3 % better, little spread
+    verdict = decide(result(champ, chall, sources=["generated"] * 18 + ["cover"] * 6))
+    assert verdict["decision"] == "promote"
+    val = verdict["evidence"]["val"]
+    assert val["n"] == 24 and val["low"] < val["effect"] < val["high"] < 0
+    assert val["effect"] == pytest.approx((chall - champ).sum() / champ.sum())
+    text = verdict["reasons"][0]
+    assert text.startswith(f"val loss \u2212{abs(val['effect']) * 100:.1f} % [\u2212{abs(val['low']) * 100:.1f} %, "
+                           f"\u2212{abs(val['high']) * 100:.1f} %] 95 % paired bootstrap over 24 held-out images "
+                           "(18 generated, 6 covers)")
+    assert "reference rule skipped: no held-out images of an earlier promoted week yet" in verdict["reasons"]
+    assert decide(result(champ, chall)) == decide(result(champ, chall))  # seeded: same losses, same interval
+
+
+def test_a_challenger_identical_to_the_champion_is_kept():
+    champ = losses(40)
+    verdict = decide(result(champ, champ))
+    assert verdict["decision"] == "keep"
+    assert verdict["reasons"][0].startswith("val loss 0.0 % [0.0 %, 0.0 %] 95 % paired bootstrap over 40")
+    assert "not resolvably better" in verdict["reasons"][0]
+
+
+def test_noise_is_kept_even_when_its_mean_happens_to_be_lower():
+    champ = losses(30)
+    rng = np.random.default_rng(7)
+    chall = champ + rng.normal(0, 0.05, 30)
+    chall -= (chall - champ).mean() + 0.002  # mean 0.2 % lower, spread 5 %: the bootstrap cannot resolve it
+    verdict = decide(result(champ, chall))
+    effect = verdict["evidence"]["val"]
+    assert effect["effect"] < 0 < effect["high"]
+    assert verdict["decision"] == "keep" and "not resolvably better" in verdict["reasons"][0]
+    # ... and a practical margin keeps a resolvable but small gain
+    small = champ * 0.997
+    assert decide(result(champ, small))["decision"] == "promote"
+    assert decide(result(champ, small), GateRules(min_val_improvement=0.01))["decision"] == "keep"
+
+
+def test_too_few_held_out_images_keep_the_champion_and_say_so():
+    champ = losses(5)
+    verdict = decide(result(champ, champ * 0.5, sources=["generated"] * 3 + ["cover"] * 2))
+    assert verdict["decision"] == "keep"
+    assert verdict["reasons"][0] == ("only 5 held-out image(s) (3 generated, 2 covers), fewer than min_val_images=16: "
+                                     "too few to resolve a difference, champion kept")
+    # what was measured is shown, and marked as not used
+    assert verdict["reasons"][1].startswith("val loss \u221250.0 % [\u221250.0 %, \u221250.0 %] 95 % paired bootstrap "
+                                            "over 5 held-out images (3 generated, 2 covers): for information only")
+    assert verdict["evidence"]["val"]["n"] == 5
+    assert decide(result(champ, champ * 0.5), GateRules(min_val_images=5))["decision"] == "promote"
+    assert len(decide(result(champ[:1], champ[:1] * 0.5))["reasons"]) == 2  # one image: no interval, only the rule
+    no_pairs = {**result(champ, champ), "paired": {}}  # an evaluation without per-image losses
+    assert decide(no_pairs)["decision"] == "keep"
+    assert decide(no_pairs)["reasons"][0].startswith("no paired per-image losses on held-out images")
+
+
+def test_worse_on_the_reference_keeps_the_champion_although_this_week_looks_better():
+    champ, ref = losses(24), losses(32, seed=3)
+    better = champ * 0.95  # this week's held-out images: 5 % better
+    worse_ref = ref * (1.02 + np.random.default_rng(4).normal(0, 0.005, 32))  # earlier weeks: 2 % worse
+    verdict = decide(result(champ, better, reference=(ref, worse_ref)))
+    assert verdict["decision"] == "keep"
+    first = verdict["reasons"][0]
+    ref_effect = verdict["evidence"]["reference"]
+    assert first.startswith(f"reference loss +{ref_effect['effect'] * 100:.1f} % [+")
+    assert "over 32 reference images from 2 earlier week(s)" in first and 0.015 < ref_effect["effect"] < 0.025
+    assert "may be worse on earlier weeks' held-out images" in first
+    assert any(r.startswith("val loss \u22125.0 %") for r in verdict["reasons"])  # the week's effect is still shown
+    assert 0 < ref_effect["low"] < ref_effect["high"]
+    # within a tolerance the same evidence passes; a reference that also improves passes
+    assert decide(result(champ, better, reference=(ref, worse_ref)),
+                  GateRules(max_reference_degradation=0.05))["decision"] == "promote"
+    assert decide(result(champ, better, reference=(ref, ref * 0.98)))["decision"] == "promote"
+    # a reference too small to judge is skipped, and the reason says so
+    small = decide(result(champ, better, reference=(ref[:4], worse_ref[:4])))
+    assert small["decision"] == "promote"
+    assert "reference rule skipped: only 4 reference image(s), fewer than min_reference_images=8" in small["reasons"]
+
+
+def test_the_other_rules_still_keep():
+    champ = losses(24)
+    better = champ * 0.9
+    assert decide(result(champ, better, blank_images=2))["decision"] == "keep"
+    assert decide(result(champ, better, stat_distance=0.9))["decision"] == "keep"
+    clip = result(champ, better)
+    clip["metrics"]["champion"]["clip_score"], clip["metrics"]["challenger"]["clip_score"] = 30.0, 20.0
+    assert any(r.startswith("clip_score dropped") for r in decide(clip)["reasons"])
+    nan = result(champ, better)
+    nan["paired"]["val"]["challenger"][3] = float("nan")
+    assert decide(nan)["decision"] == "keep" and "not finite" in decide(nan)["reasons"][0]
+
+
+def test_paired_effect_and_rules_validate():
+    from training.gate import paired_effect
+
+    effect = paired_effect([1.0, 1.0, 1.0, 1.0], [0.9, 0.9, 0.9, 0.9], GateRules())
+    assert effect["effect"] == pytest.approx(-0.1) and effect["low"] == pytest.approx(-0.1)
+    with pytest.raises(ValueError, match="one length"):
+        paired_effect([1.0, 2.0], [1.0], GateRules())
+    with pytest.raises(ValueError, match="confidence"):
+        GateRules(confidence=1.0)
+    with pytest.raises(ValueError, match="unknown gate rule"):
+        GateRules.from_dict({"max_val_loss_increase": 0.02})
+    params = {"min_val_images": 30, "steps": 12, "confidence": 0.9}
+    assert GateRules.from_params(params) == GateRules(min_val_images=30, confidence=0.9)

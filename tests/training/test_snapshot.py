@@ -46,7 +46,7 @@ def test_near_duplicates_are_dropped(warehouse, store, world):
     row = warehouse.query("SELECT * FROM images WHERE image_id = 'img0'")[0]
     warehouse.upsert("images", [{**row, "image_id": "imgnear", "uri": store.uri("images/near.jpg"),
                                  "sha256": sha256_bytes(buf.getvalue())}])
-    warehouse.upsert("reviews", [{"review_id": "rvnear", "image_id": "imgnear", "rating": 5,
+    warehouse.upsert("reviews", [{"review_id": "rvnear", "image_id": "imgnear", "user_id": "u3", "rating": 5,
                                   "created_at": WEEK_START + timedelta(days=1)}])
     snap = build_snapshot(warehouse, store, WEEK_START, WEEK_END)
     assert any(d["ref"] in ("imgnear", "img0") and "near-duplicate" in d["reason"] for d in snap["dropped"])
@@ -72,3 +72,110 @@ def test_personalised_covers_never_enter_the_style_snapshot(warehouse, store, wo
     snap = build_snapshot(warehouse, store, WEEK_START, WEEK_END)
     assert snap["counts"]["generated"] == before
     assert not {"face-by-kind", "face-by-model"} & {d["ref"] for d in snap["dropped"]}
+
+
+def _reviews(warehouse, image_id, ratings, users=None):
+    day = WEEK_START + timedelta(days=1)
+    users = users or [f"u{n}" for n in range(len(ratings))]
+    warehouse.upsert("reviews", [{"review_id": f"{image_id}-{n}", "image_id": image_id, "user_id": user,
+                                  "rating": rating, "created_at": day}
+                                 for n, (rating, user) in enumerate(zip(ratings, users, strict=True))])
+
+
+def test_invalid_legacy_ratings_are_ignored(warehouse, store, world):
+    """Rows written before sleeve.reviews validated ratings: outside 1..5 or NULL never count."""
+    from training.snapshot import SnapshotConfig, build_snapshot
+
+    def selected():
+        snap = build_snapshot(warehouse, store, WEEK_START, WEEK_END, SnapshotConfig(include_covers=False))
+        return snap
+
+    before = selected()["counts"]["generated"]
+    _reviews(warehouse, "img2", [3, 50])  # a 3 and an out-of-range 50: the mean of valid ratings is 3
+    assert selected()["counts"]["generated"] == before
+    _reviews(warehouse, "img4", [2, 0, -5, None])  # the 2 stays; 0, -5 and NULL are not ratings
+    assert selected()["counts"]["generated"] == before
+    _reviews(warehouse, "img2", [5, 5, 99], users=["u1", "u7", "u8"])  # valid 5 + 5 (u0's 3 was replaced)
+    assert selected()["counts"]["generated"] == before + 1
+    # an image whose only review in the week is invalid was not reviewed this week
+    row = warehouse.query("SELECT * FROM images WHERE image_id = 'img1'")[0]
+    warehouse.upsert("reviews", [{"review_id": "rv1", "image_id": "img1", "user_id": "u1", "rating": 6,
+                                  "created_at": WEEK_START + timedelta(days=1)}])
+    assert row and selected()["counts"]["generated"] == before
+
+
+def test_min_reviews_counts_distinct_reviewers_not_rows(warehouse, store, world):
+    from training.snapshot import SnapshotConfig, build_snapshot
+
+    config = SnapshotConfig(include_covers=False, min_reviews=2, min_examples=1)
+    assert build_snapshot(warehouse, store, WEEK_START, WEEK_END, config)["counts"]["generated"] == 0
+    _reviews(warehouse, "img0", [5, 5, 5], users=["u1", "u1", "u1"])  # legacy duplicates of one reviewer
+    assert build_snapshot(warehouse, store, WEEK_START, WEEK_END, config)["counts"]["generated"] == 0
+    _reviews(warehouse, "img3", [5, 4], users=["u1", "u2"])  # two people
+    snap = build_snapshot(warehouse, store, WEEK_START, WEEK_END, config)
+    assert snap["counts"]["generated"] == 1
+    from sleeve.store import open_uri, read_json
+
+    [item] = read_json(*open_uri(snap["uri"]))["items"]
+    assert (item["ref"], item["reviews"], item["rating"]) == ("img3", 2, 4.5)
+    # one reviewer's legacy duplicates weigh once in the mean: u1 5,5,5,5 and u2 1 -> (5 + 1) / 2 = 3 < 4
+    _reviews(warehouse, "img5", [5, 5, 5, 5, 1], users=["u1", "u1", "u1", "u1", "u2"])
+    assert build_snapshot(warehouse, store, WEEK_START, WEEK_END, config)["counts"]["generated"] == 1
+
+
+def test_image_bytes_are_read_once_then_hashes_come_from_the_warehouse(warehouse, store, world, monkeypatch):
+    """The first snapshot reads each image, stores its perceptual hash and size on the row;
+    later snapshots (of this or any other week) read no image bytes at all."""
+    from training import snapshot
+
+    reads = []
+    real = snapshot.read_image_bytes
+
+    def counting(uri, store=None):
+        reads.append(uri)
+        return real(uri, store)
+
+    monkeypatch.setattr(snapshot, "read_image_bytes", counting)
+    first = snapshot.build_snapshot(warehouse, store, WEEK_START, WEEK_END)
+    readable = {r["uri"] for r in warehouse.query("SELECT uri FROM covers WHERE song_id != 'cbroken'")}
+    assert readable <= set(reads)
+    first_reads = len(set(reads))
+    reads.clear()
+    again = snapshot.build_snapshot(warehouse, store, WEEK_START, WEEK_END)
+    assert reads == [store.uri("covers/broken.png")]  # only what could not be hashed is tried again
+    assert again["uri"] == first["uri"] and again["counts"] == first["counts"]
+    assert (first["hashed_now"], again["hashed_now"]) == (first_reads - 1, 0)  # all but the broken cover
+    hashed = warehouse.query("SELECT song_id, phash, width, height FROM covers WHERE phash IS NOT NULL "
+                             "ORDER BY song_id")
+    assert [r["song_id"] for r in hashed] == ["c0", "c1", "c2"] and all(len(r["phash"]) == 16 for r in hashed)
+    assert all((r["width"], r["height"]) == (80, 80) for r in hashed)
+    reads.clear()
+    snapshot.build_snapshot(warehouse, store, WEEK_START + timedelta(days=7), WEEK_END + timedelta(days=7))
+    assert reads == [store.uri("covers/broken.png")]
+
+
+def test_near_duplicate_search_finds_what_a_full_scan_finds():
+    import random
+
+    from sleeve.phash import distance, near_duplicates
+
+    rng = random.Random(5)
+    hashes = [rng.getrandbits(64) for _ in range(600)]
+    for n in range(0, 600, 7):  # plant near-duplicates at 0..6 bits
+        flipped = hashes[n]
+        for bit in rng.sample(range(64), n % 7):
+            flipped ^= 1 << bit
+        hashes.append(flipped)
+    hashes += [0, 1, 3, 0]  # a cluster that shares every band
+    for d in (0, 3, 4, 8):
+        kept_scan, twins_scan = [], []
+        for n, h in enumerate(hashes):
+            twin = next((k for k in kept_scan if distance(h, hashes[k]) <= d), None)
+            twins_scan.append(twin)
+            if twin is None:
+                kept_scan.append(n)
+        twins = near_duplicates(hashes, d)
+        assert [t is None for t in twins] == [t is None for t in twins_scan]
+        assert all(twins[twins[n]] is None and distance(hashes[n], hashes[twins[n]]) <= d
+                   for n in range(len(hashes)) if twins[n] is not None)
+        assert sum(t is not None for t in twins) > (len(hashes) - 600) // 2

@@ -2,6 +2,8 @@
 only train items and the evaluation's validation loss only held-out items; no held-out images
 means the gate keeps the champion."""
 
+import json
+
 import pytest
 
 from tests.training.conftest import WEEK_END, WEEK_START
@@ -38,7 +40,7 @@ def test_split_is_deterministic_disjoint_and_recorded(warehouse, store, world):
 def test_split_fraction_rules():
     from training.snapshot import VAL, SnapshotConfig, assign_splits
 
-    items = [{"sha256": f"{n:064x}"} for n in range(200)]
+    items = [{"sha256": f"{n:064x}", "group": f"request:{n}"} for n in range(200)]
     half = assign_splits(items, SnapshotConfig(val_fraction=0.5))
     assert 70 < sum(i["split"] == VAL for i in half) < 130  # a hash threshold, about the fraction
     assert [i["sha256"] for i in half] == [i["sha256"] for i in items]  # order kept
@@ -47,8 +49,86 @@ def test_split_fraction_rules():
     assert sum(i["split"] == VAL for i in few) == 1  # at least one held out
     assert sum(i["split"] == VAL for i in assign_splits(items[:3], SnapshotConfig(min_examples=4))) <= 1
     assert [i["split"] for i in assign_splits(items[:1], SnapshotConfig(min_examples=1))] == ["train"]
+    one_group = [{**i, "group": "song:s1"} for i in items[:8]]  # one group cannot be split
+    assert {i["split"] for i in assign_splits(one_group, SnapshotConfig(val_fraction=0.5))} == {"train"}
     with pytest.raises(ValueError, match="val_fraction"):
         SnapshotConfig(val_fraction=0.9)
+
+
+def seed_groups(warehouse, store, *, requests=12, per_request=4, albums=6):
+    """Requests of 4 sibling images (one song each; requests 0 and 1 share song s0, whose cover
+    is crawled too), and albums of two songs with different covers. Every image is rated 5."""
+    from datetime import timedelta
+
+    from sleeve.ids import sha256_bytes
+    from tests.training.conftest import png
+
+    day = WEEK_START + timedelta(days=1)
+    songs, prompts, images, reviews, covers = [], [], [], [], []
+    for r in range(requests):
+        song = f"s{max(0, r - 1)}"  # r0 and r1 -> s0
+        for k in range(per_request):
+            data = png(1000 + r * 10 + k)
+            key = f"images/g{r}-{k}.png"
+            store.put_bytes(key, data)
+            images.append({"image_id": f"g{r}-{k}", "request_id": f"req{r}", "image_index": k, "uri": store.uri(key),
+                           "sha256": sha256_bytes(data), "prompt_id": f"p-{song}", "seed": k, "model_version": "base",
+                           "width": 72, "height": 64, "created_at": day})
+            reviews.append({"review_id": f"rv-g{r}-{k}", "image_id": f"g{r}-{k}", "user_id": "u1", "rating": 5,
+                            "created_at": day})
+    for n in range(requests - 1):
+        songs.append({"song_id": f"s{n}", "source": "sample", "source_id": f"s{n}", "album_id": None})
+        prompts.append({"prompt_id": f"p-s{n}", "song_id": f"s{n}", "positive": f"album cover of song {n}",
+                        "captions": json.dumps([f"song {n}"]), "created_at": day - timedelta(days=3)})
+    data = png(4000, (80, 80))
+    store.put_bytes("covers/s0.png", data)
+    covers.append({"song_id": "s0", "sha256": sha256_bytes(data), "uri": store.uri("covers/s0.png"),
+                   "created_at": day - timedelta(days=5)})
+    for a in range(albums):
+        for t in range(2):
+            song, data = f"a{a}t{t}", png(5000 + a * 10 + t, (80, 80))
+            store.put_bytes(f"covers/{song}.png", data)
+            songs.append({"song_id": song, "source": "sample", "source_id": song, "album_id": f"al{a}"})
+            prompts.append({"prompt_id": f"p-{song}", "song_id": song, "positive": f"cover {song}",
+                            "captions": json.dumps([f"album {a} track {t}"]), "created_at": day - timedelta(days=3)})
+            covers.append({"song_id": song, "sha256": sha256_bytes(data), "uri": store.uri(f"covers/{song}.png"),
+                           "created_at": day - timedelta(days=5)})
+    for table, rows in (("songs", songs), ("prompts", prompts), ("images", images), ("reviews", reviews),
+                        ("covers", covers)):
+        warehouse.upsert(table, rows)
+
+
+def test_related_images_never_straddle_the_split(warehouse, store):
+    """Siblings of one request, every image of one song (generated or crawled) and the covers
+    of one album land on the same side; the held-out counts are reported per source."""
+    from sleeve.store import open_uri, read_json
+    from training.snapshot import VAL, SnapshotConfig, build_snapshot
+
+    seed_groups(warehouse, store)
+    snap = build_snapshot(warehouse, store, WEEK_START, WEEK_END, SnapshotConfig(val_fraction=0.3))
+    manifest = read_json(*open_uri(snap["uri"]))
+    items = manifest["items"]
+    assert snap["counts"]["generated"] == 48 and snap["counts"]["covers"] == 13
+    request_of = {f"g{r}-{k}": f"req{r}" for r in range(12) for k in range(4)}
+    sides: dict[str, set] = {}
+    for item in items:
+        if item["source"] == "generated":
+            keys = [request_of[item["ref"]], "song:" + ("s0" if request_of[item["ref"]] in ("req0", "req1")
+                                                        else f"s{int(request_of[item['ref']][3:]) - 1}")]
+        else:
+            keys = [f"album:{item['ref'][:-2]}" if item["ref"].startswith("a") else f"song:{item['ref']}"]
+        for key in keys:
+            sides.setdefault(key, set()).add(item["split"])
+    assert all(len(s) == 1 for s in sides.values()), {k: s for k, s in sides.items() if len(s) > 1}
+    assert {"train"} != {i["split"] for i in items} != {"val"}  # both sides used
+
+    val = [i for i in items if i["split"] == VAL]
+    by_source = {"generated": sum(i["source"] == "generated" for i in val),
+                 "cover": sum(i["source"] == "cover" for i in val)}
+    assert manifest["split"]["val_by_source"] == by_source
+    assert (snap["counts"]["val_generated"], snap["counts"]["val_covers"]) == (by_source["generated"],
+                                                                              by_source["cover"])
+    assert manifest["split"]["groups"]["val"] == len({i["group"] for i in val})
 
 
 def test_trainer_sees_only_train_and_evaluation_only_held_out(warehouse, store, world, tiny_model, tmp_path,
