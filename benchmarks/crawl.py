@@ -231,7 +231,7 @@ DESCRIPTIONS = {
         f"{max(CEILING_HOSTS)} loopback hosts at {RATE:g} req/s each, {int(LATENCY_S * 1000)} ms latency, full crawl "
         "pipeline (parse, validate, store covers, DuckDB writes): requests the server saw / seconds to the last "
         "response / (hosts x rate); no host ever saw more than its limit in any 1 s window"),
-    f"crawl_ceiling_fraction_{min(CEILING_HOSTS)}_hosts": f"the same on {min(CEILING_HOSTS)} hosts",
+    f"crawl_ceiling_fraction_{min(CEILING_HOSTS)}_hosts": f"crawl_ceiling_fraction measured on {min(CEILING_HOSTS)} hosts",
     "crawl_speedup_vs_session_baseline": (
         f"{COMPARE_SONGS} songs on 4 hosts: Sleeve's stored songs/s vs a sequential requests.Session + bs4-lxml "
         "crawler of the same pages and covers with no validation or storage (same rounds, alternating)"),

@@ -90,9 +90,10 @@ DESCRIPTIONS = {
     "product_fidelity_psnr_db": "lowest masked PSNR of the product's pixels over the demo set's products x 5 "
                                 "positions, after paste, shadow, a whole-frame repaint and a PNG round trip (cap 100)",
     "product_mask_expansion": "largest share of the true product area Sleeve's matte adds outside the product",
-    "baseline_mask_expansion": "the same for stock OpenCV GrabCut from a rectangle (5 iterations)",
+    "baseline_mask_expansion": ("largest share of the true product area stock OpenCV GrabCut (rectangle init, "
+                                "5 iterations) adds outside the product"),
     "matting_s_per_photo": "Sleeve's matting, seconds per photo (4 synthetic products, CPU)",
-    "baseline_matting_s_per_photo": "stock GrabCut, seconds per photo",
+    "baseline_matting_s_per_photo": "stock OpenCV GrabCut matting, seconds per photo (the same 4 products)",
 }
 
 

@@ -203,7 +203,7 @@ def _rounds(fn, reset) -> tuple[list[float], object]:
 DESCRIPTIONS = {
     "snapshot_seconds_100k": ("build_snapshot end to end on 100k crawled covers (1 % new this week) + 200 reviewed "
                               "images, 4 earlier weeks as reference; only the week's new images are read"),
-    "snapshot_seconds_10k": "the same on 10k covers",
+    "snapshot_seconds_10k": "snapshot_seconds_100k measured on 10k covers",
     "snapshot_speedup_vs_quadratic_10k": ("the old way at 10k (every cover read, hashed and compared with every "
                                           "kept hash, same split and manifest) / Sleeve, same rounds"),
     "near_duplicates_speedup_vs_numpy_scan_100k": ("near-duplicate search on the stored hashes: a vectorised numpy "

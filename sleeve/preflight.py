@@ -113,6 +113,8 @@ def _google(what: str, env: Mapping[str, str], lookup: Lookup) -> str | None:
 
 def _warehouse(settings: Settings, env, lookup) -> str | None:
     if settings.warehouse == "bigquery":
+        if env.get("BIGQUERY_EMULATOR_HOST"):
+            return None  # an emulator needs no credentials (the client talks to it anonymously)
         return _google("SLEEVE_WAREHOUSE=bigquery", env, lookup)
     if not settings.warehouse_path.is_file():
         return (f"the DuckDB warehouse {settings.warehouse_path} does not exist (SLEEVE_HOME={settings.home}): "

@@ -76,5 +76,6 @@ def test_each_run_checks_its_settings_in_its_first_task(dag_id, dagbag, sleeve_e
     assert run.state == "failed"
     assert states.pop(FIRST_TASKS[dag_id]) == ("failed", 1)
     for task_id, state in states.items():  # bookkeeping that runs whatever happened fails the same way
-        expected = {("failed", 1)} if dag.get_task(task_id).trigger_rule == "all_done" else set()
+        runs_on_failure = dag.get_task(task_id).trigger_rule in ("all_done", "one_failed")
+        expected = {("failed", 1)} if runs_on_failure else set()
         assert state[0] in ("upstream_failed", "None", "skipped") or state in expected, (task_id, state)

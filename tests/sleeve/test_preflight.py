@@ -116,3 +116,12 @@ def test_a_missing_pii_key_is_still_alerted_where_alerts_go(tmp_path, monkeypatc
     env = {"SLEEVE_HOME": str(tmp_path), "SLEEVE_NOTIFIER": "slack", "SLEEVE_SLACK_CHANNEL": "C1"}
     settings, problem = reporting_settings(env)
     assert settings.notifier == "slack" and "SLEEVE_PII_KEY" in problem
+
+
+def test_a_bigquery_emulator_needs_no_credentials(home, monkeypatch):
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("HOME", str(home))  # no gcloud application-default credentials to find
+    bq = {"SLEEVE_WAREHOUSE": "bigquery", "SLEEVE_BQ_PROJECT": "p", "SLEEVE_BQ_DATASET": "d"}
+    with pytest.raises(NotReady, match="Google credentials"):
+        ready(home, ("warehouse",), **bq)
+    ready(home, ("warehouse",), BIGQUERY_EMULATOR_HOST="http://127.0.0.1:9050", **bq)
