@@ -43,10 +43,9 @@ from simulation.strategies import DEFAULT_STRATEGIES, STRATEGIES
 from simulation.taste import DEFAULT_TASTE, Taste
 
 START = datetime.fromisoformat("2027-01-04T03:00:00+00:00")  # a Monday 03:00 UTC: weekly_retrain's boundary
-# The LoRA every retraining strategy trains each week, sized for the small base model on a CPU.
-# weekly_retrain's own defaults (12 steps at 1e-4) are a smoke test: a LoRA that small leaves the
-# covers as they were (measured: the held-out mean unchanged to 3 decimals after a promotion).
-RETRAIN = {"steps": 80, "batch_size": 8, "learning_rate": 1e-3, "rank": 8}
+# What every retraining strategy asks of weekly_retrain beyond its strategy's own conf: nothing,
+# so `sleeve` is weekly_retrain's defaults (tests shorten the training here).
+RETRAIN: dict = {}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -59,7 +58,7 @@ class Plan:
     sabotaged_week: int | None = 3
     strategies: list[str] = field(default_factory=lambda: list(DEFAULT_STRATEGIES))
     users: int | None = None  # None: the taste file's count
-    activity: float = 0.5  # share of users asking for covers in a week
+    activity: float = 1.0  # share of users asking for covers in a week
     heldout_prompts: int = 24
     heldout_seeds: int = 2
     retrain: dict = field(default_factory=lambda: dict(RETRAIN))  # weekly_retrain conf, every retraining strategy

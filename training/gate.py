@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class GateRules:
-    min_val_images: int = 16
+    min_val_images: int = 8
     min_val_improvement: float = 0.0  # relative; the CI's upper end must be below minus this
     max_reference_degradation: float = 0.0  # relative; the CI's upper end on the reference at most this
     min_reference_images: int = 8
