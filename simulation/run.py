@@ -246,8 +246,9 @@ def run_strategy(name: str, plan: Plan, log=print) -> dict:
 
 
 def worker_main(name: str, plan_path: Path) -> int:
-    """Entry of a worker process: SLEEVE_HOME and AIRFLOW_HOME are already this strategy's."""
-    from sleeve_airflow.demo import quiet_airflow_logs
+    """Entry of a worker process: SLEEVE_HOME and AIRFLOW_HOME are already this strategy's. Its
+    GPU jobs run on a warm job server of its own (the demo's), not as fresh processes."""
+    from sleeve_airflow.demo import quiet_airflow_logs, warm_job_server
 
     from sleeve.settings import get_settings
 
@@ -261,7 +262,8 @@ def worker_main(name: str, plan_path: Path) -> int:
         if name == "world":
             build_world(say)
             return 0
-        result = run_strategy(name, plan, log=say)
+        with warm_job_server(get_settings()):
+            result = run_strategy(name, plan, log=say)
     (home / "result.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     return 0
 
