@@ -1,20 +1,23 @@
 """
-### weekly_retrain: last week's liked images + covers -> LoRA -> evaluation gate -> registry
+### weekly_retrain: last week's liked images -> LoRA -> evaluation gate -> registry
 
 `snapshot` → `train` (GPU job) → `evaluate` (GPU job) → `conclude` → `publish` (**style model** Asset).
 
 - **Interval**: Mondays 03:00 UTC, the week that just ended; backfills address whole weeks. The
   Params `interval_start`/`interval_end` override it for a manual run.
 - **snapshot**: generated images reviewed in the interval whose valid ratings (1..5 stars)
-  pass the filter (`min_rating` mean over at least `min_reviews` distinct reviewers) plus
-  captioned covers; nothing a personal (DreamBooth) adapter made; deduplicated (perceptual
+  pass the filter (`min_rating` mean over at least `min_reviews` distinct reviewers), plus
+  captioned crawled covers with `include_covers` (off: nobody rated them); nothing a personal (DreamBooth) adapter made; deduplicated (perceptual
   hashes stored once per image); split by group (a song's or album's images together, else a
   request's) into train and held-out val (`val_fraction`); a *reference* set of the held-out
   images of the last `reference_weeks` promoted weeks; an immutable manifest in the store. Too
   few images: the run is recorded `skipped` with the reason.
 - **train / evaluate**: `training.train_job` / `training.evaluate_job` through the GPU launcher
   (`SLEEVE_GPU_EXECUTOR`: local subprocess, Celery queue `gpu`, or a Kubernetes GPU pod).
-  Warm start from the production LoRA when `warm_start` is on and the base model matches.
+  Warm start from the production LoRA when `warm_start` is on and the base model matches: each
+  week continues from production on that week's images. `caption_dropout` of the captions are
+  trained as '' so the LoRA moves the unconditional prediction too (else classifier-free
+  guidance may multiply what it learnt; measured in the README's `make simulate` section).
   Training sees only the train split. The evaluation computes each held-out and reference
   image's loss under champion and challenger with the same noise (at most `max_eval_images`
   per set) and renders the fixed eval prompts with both. `clip_model` (a CLIP hub id or
