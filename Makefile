@@ -25,7 +25,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export DIFFUSERS_VERBOSITY ?= error
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: setup demo demo-ui serve airflow rollback test test-cluster lint bench bench-table bench-gpu clean
+.PHONY: setup demo demo-ui serve airflow rollback test test-cluster lint bench bench-table bench-gpu simulate base-model clean
 
 # Dependencies: torch first (resolves to the local CPU build here), then the pinned rest.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -35,12 +35,15 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-# SLEEVE_HOME: warehouse schema, store and outbox folders, tiny model, Airflow metadata DB.
-$(SLEEVE_HOME)/.ready: $(BIN)/.installed $(wildcard sleeve/warehouse/migrations/*.sql) sleeve/tinymodel.py
+# SLEEVE_HOME: warehouse schema, store and outbox folders, the base model, Airflow metadata DB.
+BASE_MODEL_FILES := $(wildcard sleeve/assets/base-model/* sleeve/assets/base-model/*/*)
+$(SLEEVE_HOME)/.ready: $(BIN)/.installed $(wildcard sleeve/warehouse/migrations/*.sql) $(BASE_MODEL_FILES)
 	$(BIN)/python -m sleeve.cli init
 	touch $@
 
+# Every setup checks the committed base model against its SHA256SUMS (a second, fast).
 setup: $(SLEEVE_HOME)/.ready
+	$(BIN)/python -m sleeve.basemodel verify
 
 demo: setup
 	$(BIN)/python -m sleeve_airflow.demo
@@ -88,6 +91,18 @@ bench-table: $(BIN)/.installed
 # without one); writes $(SLEEVE_HOME)/bench-gpu.json.
 bench-gpu: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.gpu $(ARGS)
+
+# Simulated users with hidden tastes drive the real DAGs for WEEKS weeks, one run per strategy.
+WEEKS ?= 6
+TASTE ?= simulation/tastes/default.json
+simulate: setup
+	$(BIN)/python -m simulation.run --weeks $(WEEKS) --taste $(TASTE) $(ARGS)
+
+# Retrain the committed base model from scratch (77 min on one core of a busy 2-core machine), then its checksums.
+base-model: $(BIN)/.installed
+	$(BIN)/python -m simulation.basemodel sleeve/assets/base-model.new --threads 1 --stages $(SLEEVE_HOME)/base-model-stages
+	rm -rf sleeve/assets/base-model && mv sleeve/assets/base-model.new sleeve/assets/base-model
+	$(BIN)/python -m sleeve.basemodel checksums
 
 clean:
 	rm -rf $(SLEEVE_HOME)

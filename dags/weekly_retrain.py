@@ -1,20 +1,23 @@
 """
-### weekly_retrain: last week's liked images + covers -> LoRA -> evaluation gate -> registry
+### weekly_retrain: last week's liked images -> LoRA -> evaluation gate -> registry
 
 `snapshot` → `train` (GPU job) → `evaluate` (GPU job) → `conclude` → `publish` (**style model** Asset).
 
 - **Interval**: Mondays 03:00 UTC, the week that just ended; backfills address whole weeks. The
   Params `interval_start`/`interval_end` override it for a manual run.
 - **snapshot**: generated images reviewed in the interval whose valid ratings (1..5 stars)
-  pass the filter (`min_rating` mean over at least `min_reviews` distinct reviewers) plus
-  captioned covers; nothing a personal (DreamBooth) adapter made; deduplicated (perceptual
+  pass the filter (`min_rating` mean over at least `min_reviews` distinct reviewers), plus
+  captioned crawled covers with `include_covers` (off: nobody rated them); nothing a personal (DreamBooth) adapter made; deduplicated (perceptual
   hashes stored once per image); split by group (a song's or album's images together, else a
   request's) into train and held-out val (`val_fraction`); a *reference* set of the held-out
   images of the last `reference_weeks` promoted weeks; an immutable manifest in the store. Too
   few images: the run is recorded `skipped` with the reason.
 - **train / evaluate**: `training.train_job` / `training.evaluate_job` through the GPU launcher
   (`SLEEVE_GPU_EXECUTOR`: local subprocess, Celery queue `gpu`, or a Kubernetes GPU pod).
-  Warm start from the production LoRA when `warm_start` is on and the base model matches.
+  Warm start from the production LoRA when `warm_start` is on and the base model matches: each
+  week continues from production on that week's images. `caption_dropout` of the captions are
+  trained as '' so the LoRA moves the unconditional prediction too (else classifier-free
+  guidance may multiply what it learnt; measured in the README's `make simulate` section).
   Training sees only the train split. The evaluation computes each held-out and reference
   image's loss under champion and challenger with the same noise (at most `max_eval_images`
   per set) and renders the fixed eval prompts with both. `clip_model` (a CLIP hub id or
@@ -61,12 +64,19 @@ from sleeve_airflow.gpu import GPU_TASK
         "min_rating": Param(4.0, type="number", minimum=1, maximum=5, description="Mean rating an image needs."),
         "min_reviews": Param(1, type="integer", minimum=1, description="Distinct reviewers an image needs."),
         "min_examples": Param(4, type="integer", minimum=1, description="Fewer usable images: skip training."),
-        "val_fraction": Param(0.15, type="number", minimum=0, maximum=0.5,
+        "include_covers": Param(False, type="boolean",
+                                description="Train on the captioned crawled covers too (no user rated them)."),
+        "val_fraction": Param(0.25, type="number", minimum=0, maximum=0.5,
                               description="Share of the snapshot's groups held out for the gate."),
         "reference_weeks": Param(4, type="integer", minimum=0,
                                  description="Earlier promoted weeks whose held-out images form the reference set."),
-        "steps": Param(12, type="integer", minimum=1, description="Training steps."),
-        "rank": Param(4, type="integer", minimum=1, description="LoRA rank."),
+        "steps": Param(80, type="integer", minimum=1, description="Training steps."),
+        "batch_size": Param(8, type="integer", minimum=1, description="Images per training step."),
+        "learning_rate": Param(1e-3, type="number", exclusiveMinimum=0, description="LoRA learning rate."),
+        "rank": Param(8, type="integer", minimum=1, description="LoRA rank."),
+        "caption_dropout": Param(0.2, type="number", minimum=0, exclusiveMaximum=1,
+                                 description="Share of training captions replaced by '' (the LoRA moves the "
+                                             "unconditional prediction too, so guidance does not amplify it)."),
         "resolution": Param(64, type="integer", minimum=8, description="Training resolution (1024 for real SDXL)."),
         "base_model": Param("", type="string", description="Base model path or hub id ('' = SLEEVE_BASE_MODEL)."),
         "warm_start": Param(True, type="boolean", description="Start from the production LoRA."),
@@ -75,13 +85,13 @@ from sleeve_airflow.gpu import GPU_TASK
                             description="CLIP hub id or path for the eval CLIP score ('' = skip)."),
         "max_eval_images": Param(256, type="integer", minimum=1,
                                  description="At most this many held-out (and reference) images are evaluated."),
-        "min_val_images": Param(16, type="integer", minimum=2,
+        "min_val_images": Param(4, type="integer", minimum=2,
                                 description="Fewer held-out images: the champion is kept."),
         "min_val_improvement": Param(0.0, type="number", minimum=0, maximum=1,
                                      description="The val-loss interval must end below minus this (relative)."),
         "max_reference_degradation": Param(0.0, type="number", minimum=0, maximum=1,
                                            description="The reference-loss interval may end at most this (relative)."),
-        "min_reference_images": Param(8, type="integer", minimum=2,
+        "min_reference_images": Param(4, type="integer", minimum=2,
                                       description="Fewer reference images: the reference rule is skipped."),
         "confidence": Param(0.95, type="number", minimum=0.5, exclusiveMaximum=1,
                             description="Confidence of the paired bootstrap intervals."),

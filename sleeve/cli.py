@@ -1,9 +1,10 @@
 """`python -m sleeve.cli COMMAND`: operator commands that need no Airflow scheduler.
 
-    init        migrate the warehouse, create store/outbox, build the tiny model, init Airflow's DB
+    init        migrate the warehouse, create store/outbox, install the base model, init Airflow's DB
                 and its `gpu` pool
     migrate     apply pending warehouse migrations
-    tiny-model  (re)build the tiny SDXL at $SLEEVE_HOME/models/tiny-sdxl
+    base-model  verify the committed base model and install it at $SLEEVE_HOME/models/sleeve-base
+    tiny-model  (re)build the random tiny SDXL (shapes only) at $SLEEVE_HOME/models/tiny-sdxl
 """
 
 from __future__ import annotations
@@ -30,11 +31,17 @@ def cmd_tiny_model(_args) -> None:
     print(f"tiny SDXL at {ensure_tiny_sdxl(settings.tiny_model_dir)}")
 
 
+def cmd_base_model(_args) -> None:
+    from sleeve.basemodel import ensure_base_model
+
+    print(f"base model at {ensure_base_model(get_settings().base_model_dir)}")
+
+
 def cmd_init(args) -> None:
     settings = get_settings()
     settings.ensure_dirs()
     cmd_migrate(args)
-    cmd_tiny_model(args)
+    cmd_base_model(args)
     # Airflow's own metadata DB (sqlite under AIRFLOW_HOME) for dag.test() and the local UI.
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
                    stdout=subprocess.DEVNULL)
@@ -44,7 +51,7 @@ def cmd_init(args) -> None:
     print(f"SLEEVE_HOME ready at {settings.home}")
 
 
-COMMANDS = {"init": cmd_init, "migrate": cmd_migrate, "tiny-model": cmd_tiny_model}
+COMMANDS = {"init": cmd_init, "migrate": cmd_migrate, "base-model": cmd_base_model, "tiny-model": cmd_tiny_model}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,11 +59,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=sorted(COMMANDS))
     args = parser.parse_args(argv)
+    from sleeve.basemodel import BaseModelError
+
     try:
         COMMANDS[args.command](args)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except BaseModelError as exc:
+        print(f"base model error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

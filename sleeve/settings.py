@@ -53,7 +53,7 @@ class Settings:
 
     home: Path
     store_url: str = ""  # empty: the directory store_dir under home
-    base_model: str = ""  # empty: the tiny SDXL at tiny_model_dir under home
+    base_model: str = ""  # empty: the project's trained base model at base_model_dir under home
     warehouse: str = "duckdb"
     bq_project: str = ""
     bq_dataset: str = ""
@@ -100,7 +100,7 @@ class Settings:
         if not self.store_url:
             object.__setattr__(self, "store_url", f"file://{self.store_dir}")
         if not self.base_model:
-            object.__setattr__(self, "base_model", str(self.tiny_model_dir))
+            object.__setattr__(self, "base_model", str(self.base_model_dir))
         if self.scratch_dir is None:
             object.__setattr__(self, "scratch_dir", self.home / "scratch")
 
@@ -124,7 +124,13 @@ class Settings:
         return self.home / "outbox"
 
     @property
+    def base_model_dir(self) -> Path:
+        """Where ``sleeve.basemodel`` installs the committed, trained base model."""
+        return self.home / "models" / "sleeve-base"
+
+    @property
     def tiny_model_dir(self) -> Path:
+        """The random tiny SDXL (shapes only, for unit tests): ``python -m sleeve.cli tiny-model``."""
         return self.home / "models" / "tiny-sdxl"
 
     def ensure_dirs(self) -> None:

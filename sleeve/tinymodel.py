@@ -27,7 +27,7 @@ _WORDS = (
 ).split()
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable-unicode table."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -42,7 +42,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def write_tokenizer_files(directory: Path) -> int:
     """Write CLIP-style vocab.json + merges.txt; returns the vocabulary size."""
-    chars = list(_bytes_to_unicode().values())
+    chars = list(bytes_to_unicode().values())
     vocab_list = chars + [c + "</w>" for c in chars]
     merges: list[str] = []
     seen = set(vocab_list)

@@ -88,6 +88,14 @@ def tiny_model() -> Path:
 
 
 @pytest.fixture(scope="session")
+def base_model() -> Path:
+    """The committed, trained base model (covers that follow their prompts), installed once."""
+    from sleeve.basemodel import ensure_base_model
+
+    return ensure_base_model(_SESSION_HOME / "models" / "sleeve-base")
+
+
+@pytest.fixture(scope="session")
 def airflow_db():
     """Airflow's metadata DB for dag.test(), migrated once per session."""
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,

@@ -9,6 +9,12 @@ One stage is a front door rather than a step: the web service builds requests wi
 pipeline's own functions, so ``service`` may import the public names of the modules listed in
 :data:`SERVICE_USES` (never a private ``_name``, never another module of those stages), and
 nothing in the layers imports ``service``.
+
+The simulator (``simulation/``: users with hidden tastes) sits above everything and drives
+the DAGs as users and an operator would. Nothing the loop is made of may see it: not the core,
+not a stage (training, evaluation and the gate must never learn the taste function), not a
+DAG, not a plugin -- only the demo drivers (``plugins/sleeve_airflow/demo*.py``) may borrow
+its users for their reviews.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("crawlers", "training", "inference", "service")
 AIRFLOW = ("airflow", "sleeve_airflow")
+SIMULATOR = "simulation"
 CHECKED = ("sleeve", *STAGES)
 LAYERS = (*CHECKED, "dags", "plugins")
 # What the service calls: the labeller, prompt builder, content policy and shard path of
@@ -31,7 +38,7 @@ SERVICE_USES = frozenset({
 
 def forbidden_for(package: str) -> set[str]:
     """Top-level packages that ``package`` must not import."""
-    return {*STAGES, *AIRFLOW} - {package}
+    return {*STAGES, *AIRFLOW, SIMULATOR} - {package}
 
 
 def _allowed(package: str, module: str, names: list[str]) -> bool:
@@ -106,4 +113,22 @@ def test_the_check_sees_lazy_and_module_level_imports(tmp_path):
         "import airflow.sdk\n\n\ndef f():\n    from training.registry import get_version\n")
     assert violations("inference", root) == ["inference/shards.py:4 imports airflow.sdk",
                                              "inference/shards.py:8 imports training.registry"]
-    assert forbidden_for("sleeve") == {"crawlers", "training", "inference", "service", "airflow", "sleeve_airflow"}
+    assert forbidden_for("sleeve") == {"crawlers", "training", "inference", "service", "airflow", "sleeve_airflow",
+                                       "simulation"}
+
+
+def simulator_imports(root: Path, allowed=()) -> list[str]:
+    return [f"{path.relative_to(REPO)}:{line} imports {module}"
+            for path in sorted(root.rglob("*.py")) if not any(path.match(pattern) for pattern in allowed)
+            for line, module, _ in imported_modules(path) if module.split(".")[0] == SIMULATOR]
+
+
+def test_nothing_in_the_loop_sees_the_simulated_tastes(tmp_path):
+    assert (REPO / SIMULATOR).is_dir()
+    assert simulator_imports(REPO / "dags") == []
+    assert simulator_imports(REPO / "plugins", allowed=("demo*.py",)) == []
+    # the core and the stages are covered by test_layers_point_down_only; the rule bites there too:
+    root = tmp_path / "training"
+    root.mkdir()
+    (root / "gate.py").write_text("def decide():\n    from simulation.taste import Taste\n")
+    assert violations("training", root) == ["training/gate.py:2 imports simulation.taste"]

@@ -15,7 +15,7 @@ same noise levels for both (:func:`training.trainer.validation_losses`), aligned
 ``{"ids", "sources", "weeks", "champion": [...], "challenger": [...]}``. Metrics per model:
 ``val_loss`` (their mean), image statistics of renders of the fixed eval prompts (same prompts
 and seeds for both: brightness, contrast, saturation, distance of colour statistics to the
-held-out images, blank images) and, when configured, ``clip_score`` (mean over the eval
+held-out and reference generated images, blank images) and, when configured, ``clip_score`` (mean over the eval
 prompts; per prompt in ``clip_scores``). With no held-out images ``val_loss`` is NaN, a note
 says so and the gate keeps the champion. Writes ``contact_sheet.png`` (rows: prompts; columns:
 champion, challenger) and ``metrics.json``.
@@ -71,7 +71,11 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
     data = {name: PreparedData(parts, [Example.from_manifest(i) for i in items], resolution, config.get("cache_dir"),
                                cache_text=False) for name, items in sets.items()}
     paired = {name: _aligned(sets[name], data[name]) for name in sets}
-    target = image_stats([_load(e.uri, resolution) for e in data["val"].examples]) if data["val"].examples else None
+    # The colour statistics the renders should stay near: the well-rated generated images held
+    # out this week and earlier weeks (covers are the catalogue's look, not what users rated).
+    liked = [i["uri"] for name in ("val", "reference") for i in _by_uri(sets[name], data[name])
+             if i.get("source") == "generated"]
+    target = image_stats([_load(uri, resolution) for uri in liked]) if liked else None
     notes = [held_out_note(len(held_out), len(data["val"].examples))]
     if sets["reference"]:
         notes.append(f"reference: {len(data['reference'].examples)} held-out image(s) of "
@@ -124,10 +128,15 @@ def _subset(items: list[dict], limit: int) -> list[dict]:
     return sorted(items, key=lambda i: (i.get("sha256") or "", i.get("uri") or ""))[:max(0, limit)]
 
 
+def _by_uri(items: list[dict], prepared) -> list[dict]:
+    """The manifest item of each readable example, in the examples' order."""
+    by_uri = {i["uri"]: i for i in items}
+    return [by_uri[e.uri] for e in prepared.examples]
+
+
 def _aligned(items: list[dict], prepared) -> dict:
     """Which images the losses belong to (the readable ones, in order), filled per model."""
-    by_uri = {i["uri"]: i for i in items}
-    kept = [by_uri[e.uri] for e in prepared.examples]
+    kept = _by_uri(items, prepared)
     return {"ids": [i.get("sha256") or i["uri"] for i in kept], "sources": [i.get("source") for i in kept],
             "weeks": [i.get("week") for i in kept]}
 

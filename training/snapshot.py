@@ -26,7 +26,7 @@ The kept items are split into ``train`` and held-out ``val`` by *group*, so rela
 never straddle the split: a song's images (its covers and every image generated from its
 prompts) form one group, or the whole album when the song has an album id; a generated image
 without a song is grouped by its request. A group's side is a pure function of its key
-(``val_fraction``, default 15 %): week after week the same group lands on the same side, so no
+(``val_fraction``, default 25 %): week after week the same group lands on the same side, so no
 model ever trained on an image held out in another week. With at least ``min_examples`` items
 in two or more groups, at least one group is held out and at least one is trained on.
 
@@ -63,17 +63,17 @@ BASE_VERSION = "base"
 class SnapshotConfig:
     min_rating: float = 4.0
     min_reviews: int = 1  # distinct reviewers
-    include_covers: bool = True
+    include_covers: bool = False  # crawled covers carry no user signal: they pull the LoRA back to the catalogue
     min_examples: int = 4
     phash_distance: int = 4  # Hamming distance (of 64 bits) at or below which images are near-duplicates
     min_side: int = 32  # smaller images are dropped as too small
-    val_fraction: float = 0.15  # share of groups held out for the gate's validation loss
+    val_fraction: float = 0.25  # share of groups held out for the gate's validation loss
     reference_weeks: int = 4  # earlier promoted weeks whose held-out items form the reference set
 
     def __post_init__(self):
         if not 0 <= self.val_fraction <= 0.5:
             raise ValueError(f"val_fraction must be between 0 and 0.5 (got {self.val_fraction}); "
-                             "use e.g. 0.15 to hold out 15 % of the snapshot for validation")
+                             "use e.g. 0.25 to hold out 25 % of the snapshot for validation")
         if self.reference_weeks < 0:
             raise ValueError(f"reference_weeks must be >= 0 (got {self.reference_weeks}); 0 turns the reference off")
 

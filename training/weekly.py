@@ -103,7 +103,9 @@ def train_config(plan: dict, params: dict, *, home: Path, warm_start: str | None
     its checkpoints; the caches are shared across weeks."""
     return {
         "train": {"base_model": plan["base_model"], "steps": params["steps"], "rank": params["rank"],
-                  "resolution": params["resolution"], "warm_start": warm_start, "checkpoint_every": 50},
+                  "batch_size": params["batch_size"], "learning_rate": params["learning_rate"],
+                  "resolution": params["resolution"], "caption_dropout": params.get("caption_dropout", 0.0),
+                  "warm_start": warm_start, "checkpoint_every": 50},
         "rating_weighted": params["rating_weighted"], "version": plan["version"],
         "manifest_uri": plan["manifest_uri"],
         "work_dir": str(home / "work" / DAG_ID / plan["run_id"]),

@@ -71,7 +71,8 @@ def _ensure_setup(settings) -> None:
     (settings.home / ".ready").touch()
 
 
-def _quiet_airflow_logs(log_path: Path) -> None:
+def quiet_airflow_logs(log_path: Path) -> None:
+    """Send every log record to ``log_path`` instead of the terminal."""
     handler = logging.FileHandler(log_path, mode="w")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -100,7 +101,8 @@ def _step(name: str, timings: dict):
     _say(f" done in {timings[name]:.1f} s")
 
 
-def _run_dag(dagbag, dag_id: str, logical_date: datetime, conf: dict | None = None, log_path: Path | None = None):
+def run_dag(dagbag, dag_id: str, logical_date: datetime, conf: dict | None = None, log_path: Path | None = None):
+    """``dag.test()`` one run of ``dag_id``; raises DemoFailed unless it succeeded."""
     dag = dagbag.get_dag(dag_id)
     if dag is None:
         raise DemoFailed(f"DAG {dag_id} not found (import errors: {dagbag.import_errors})")
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     warehouse = open_warehouse(settings)
     warehouse.migrate()
     log_path = settings.home / "demo.log"
-    _quiet_airflow_logs(log_path)
+    quiet_airflow_logs(log_path)
 
     week_end = pendulum.parse(args.week_end)
     week_start = week_end - timedelta(days=7)
@@ -194,31 +196,31 @@ def _weekly_cycle(warehouse, settings, week_start, week_end, timings: dict, log_
     inside_week = week_start + timedelta(days=3)
 
     with _step("crawl_songs (sample catalogue over loopback HTTP)", timings):
-        _run_dag(dagbag, "crawl_songs", week_end, log_path=log_path)
+        run_dag(dagbag, "crawl_songs", week_end, log_path=log_path)
     with _step("label_songs (offline labeller, prompts)", timings):
-        _run_dag(dagbag, "label_songs", inside_week, log_path=log_path)
+        run_dag(dagbag, "label_songs", inside_week, log_path=log_path)
     with _step("demo users and generation requests", timings):
         demo_data.seed_requests(warehouse, settings, week_start, week_end)
-    with _step("batch_generate (tiny SDXL on CPU)", timings):
+    with _step("batch_generate (trained base model on CPU)", timings):
         # Daily at 02:00: the first run closing after the week renders everything requested in it.
-        _run_dag(dagbag, "batch_generate", (week_end + timedelta(days=1)).replace(hour=2), log_path=log_path)
-    with _step("demo reviews", timings):
-        demo_data.seed_reviews(warehouse, week_start, week_end)
+        run_dag(dagbag, "batch_generate", (week_end + timedelta(days=1)).replace(hour=2), log_path=log_path)
+    with _step("demo reviews (demo users rate their covers with the default taste)", timings):
+        demo_data.seed_reviews(warehouse, open_store(settings.store_url), week_start, week_end)
     with _step("weekly_retrain (snapshot, LoRA, evaluate, gate)", timings):
-        _run_dag(dagbag, "weekly_retrain", week_end, log_path=log_path)
+        run_dag(dagbag, "weekly_retrain", week_end, log_path=log_path)
     with _step("personalize (DreamBooth LoRA for one demo user)", timings):
         request_id = demo_data.seed_personalization(warehouse, settings, open_store(settings.store_url), week_start)
-        _run_dag(dagbag, "personalize", inside_week, conf={"request_ids": [request_id], "steps": 10},
+        run_dag(dagbag, "personalize", inside_week, conf={"request_ids": [request_id], "steps": 10},
                  log_path=log_path)
     with _step("product_shots (synthetic product photos, one Korean)", timings):
         from inference.product_samples import upload_samples
 
         products = upload_samples(open_store(settings.store_url), size=256, keys=("mug", "bottle"))
-        _run_dag(dagbag, "product_shots", inside_week, conf={"products": products, "positions": ["centre", "left"],
+        run_dag(dagbag, "product_shots", inside_week, conf={"products": products, "positions": ["centre", "left"],
                                                             "variants": 1}, log_path=log_path)
         demo_data.seed_product_reviews(warehouse, settings, week_start, week_end)
     with _step("weekly_report (outbox)", timings):
-        _run_dag(dagbag, "weekly_report", week_end, conf=DEMO_REPORT_CONF, log_path=log_path)
+        run_dag(dagbag, "weekly_report", week_end, conf=DEMO_REPORT_CONF, log_path=log_path)
 
 
 def _print_summary(warehouse, settings, week_start, total: float, timings: dict) -> None:

@@ -63,17 +63,29 @@ def seed_requests(warehouse: Warehouse, settings: Settings, week_start: datetime
     return len(rows)
 
 
-def seed_reviews(warehouse: Warehouse, week_start: datetime, week_end: datetime) -> int:
-    """The requesting user rates each of the week's demo images 1-5 (skewed towards good)."""
+def seed_reviews(warehouse: Warehouse, store: ObjectStore, week_start: datetime, week_end: datetime) -> int:
+    """The requesting user looks at each of the week's demo covers and rates it 1-5 with the
+    simulated users' default taste (:mod:`simulation.taste`): the prompt's colours, a centred
+    subject, vivid and well-lit. So the week's retraining learns from ratings that mean
+    something about the pictures."""
+    from simulation.taste import DEFAULT_TASTE, Features, Taste, UserTaste
+    from sleeve.store import open_uri
+    from training.dataset import decode_image
+
+    taste = Taste.load(DEFAULT_TASTE)
     images = warehouse.query(
-        "SELECT i.image_id, r.user_id, i.created_at FROM images AS i "
-        "JOIN generation_requests AS r ON r.request_id = i.request_id "
-        "WHERE r.kind = 'demo' AND r.created_at >= @start AND r.created_at < @end",
+        "SELECT i.image_id, i.uri, r.user_id, u.display_name, p.positive, i.created_at FROM images AS i "
+        "JOIN generation_requests AS r ON r.request_id = i.request_id JOIN users AS u ON u.user_id = r.user_id "
+        "LEFT JOIN prompts AS p ON p.prompt_id = i.prompt_id "
+        "WHERE r.kind = 'demo' AND r.created_at >= @start AND r.created_at < @end ORDER BY i.image_id",
         {"start": week_start, "end": week_end},
     )
     reviews = []
     for image in images:
-        rating = 1 + min(4, int(5 * _unit("rating", image["image_id"]) ** 0.6))
+        source, key = open_uri(image["uri"], store)
+        features = Features.of(decode_image(source.get_bytes(key)))
+        user = UserTaste.draw(taste, image["display_name"])
+        rating = user.rate(features, image["positive"] or "", image["image_id"])
         created = max(image["created_at"] or week_start, week_start)
         reviews.append({"image_id": image["image_id"], "user_id": image["user_id"], "rating": rating,
                         "created_at": min(created, week_end - timedelta(seconds=1))})

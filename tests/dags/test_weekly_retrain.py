@@ -8,6 +8,7 @@ import json
 import pendulum
 
 from tests.training.conftest import WEEK_START, seed_world
+from training.gate import GateRules
 from training.weekly import run_id_for
 
 WEEK_RUN = pendulum.datetime(2026, 1, 12, 3, tz="UTC")  # interval [Jan 5 03:00, Jan 12 03:00)
@@ -33,9 +34,10 @@ def test_weekly_retrain_trains_gates_registers_once(dagbag, warehouse, store):
     reasons = json.loads(run["decision_reasons"])
     val_images = metrics["val_images"]
     by_source = metrics["val_by_source"]
-    assert run["decision"] == "keep" and 1 <= val_images < 16
+    floor = GateRules().min_val_images
+    assert run["decision"] == "keep" and 1 <= val_images < floor
     assert reasons[0] == (f"only {val_images} held-out image(s) ({by_source['generated']} generated, "
-                          f"{by_source['cover']} covers), fewer than min_val_images=16: too few to resolve a "
+                          f"{by_source['cover']} covers), fewer than min_val_images={floor}: too few to resolve a "
                           "difference, champion kept")
     assert by_source["generated"] + by_source["cover"] == val_images
     assert (by_source["generated"], by_source["cover"]) == (metrics["snapshot"]["val_generated"],
@@ -44,7 +46,7 @@ def test_weekly_retrain_trains_gates_registers_once(dagbag, warehouse, store):
     if val_images >= 2:  # the measured effect, with its interval, shown but not used
         assert any(r.startswith("val loss ") and r.endswith("for information only (too few images)") for r in reasons)
         assert metrics["gate"]["evidence"]["val"]["n"] == val_images
-    assert metrics["gate"]["rules"]["min_val_images"] == 16 and metrics["reference_images"] == 0
+    assert metrics["gate"]["rules"]["min_val_images"] == floor and metrics["reference_images"] == 0
     assert run["gpu_seconds"] > 0
     assert {"val_loss", "brightness"} <= set(metrics["challenger"]) and metrics["steps"] == 4
     # the gate's val loss is on held-out images the challenger never trained on

@@ -62,7 +62,7 @@ def test_demo_runs_are_dated_like_scheduled_runs(tmp_path, monkeypatch, airflow_
     make_report_env(tmp_path, monkeypatch)
     logical = pendulum.datetime(2026, 1, 19, 3, tz="UTC")
     before = datetime.now(UTC)
-    run = demo._run_dag(DagBag(dag_folder=str(REPO / "dags" / "weekly_report.py")), "weekly_report", logical)
+    run = demo.run_dag(DagBag(dag_folder=str(REPO / "dags" / "weekly_report.py")), "weekly_report", logical)
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
 

@@ -15,10 +15,10 @@ from sleeve.settings import SettingsError, load_settings
 
 @pytest.fixture
 def home(tmp_path):
-    """A SLEEVE_HOME as `make setup` leaves it (a warehouse file, a tiny-model folder)."""
+    """A SLEEVE_HOME as `make setup` leaves it (a warehouse file, the base model's folder)."""
     (tmp_path / "warehouse.duckdb").write_bytes(b"")
-    (tmp_path / "models" / "tiny-sdxl").mkdir(parents=True)
-    (tmp_path / "models" / "tiny-sdxl" / "model_index.json").write_text("{}")
+    (tmp_path / "models" / "sleeve-base").mkdir(parents=True)
+    (tmp_path / "models" / "sleeve-base" / "model_index.json").write_text("{}")
     return tmp_path
 
 

@@ -10,7 +10,7 @@ def test_defaults_work_offline(tmp_path):
     assert s.warehouse == "duckdb" and s.notifier == "outbox" and s.labeller == "offline"
     assert s.warehouse_path == tmp_path / "warehouse.duckdb"
     assert s.store_url == f"file://{tmp_path / 'store'}"
-    assert s.base_model == str(tmp_path / "models" / "tiny-sdxl")
+    assert s.base_model == str(tmp_path / "models" / "sleeve-base")  # the trained base model
     assert s.gpu_executor == "local" and s.gpu_slots == 1
 
 

@@ -67,16 +67,17 @@ def test_noise_is_kept_even_when_its_mean_happens_to_be_lower():
 
 
 def test_too_few_held_out_images_keep_the_champion_and_say_so():
-    champ = losses(5)
-    verdict = decide(result(champ, champ * 0.5, sources=["generated"] * 3 + ["cover"] * 2))
+    champ = losses(3)
+    assert GateRules().min_val_images == 4
+    verdict = decide(result(champ, champ * 0.5, sources=["generated"] * 2 + ["cover"]))
     assert verdict["decision"] == "keep"
-    assert verdict["reasons"][0] == ("only 5 held-out image(s) (3 generated, 2 covers), fewer than min_val_images=16: "
+    assert verdict["reasons"][0] == ("only 3 held-out image(s) (2 generated, 1 covers), fewer than min_val_images=4: "
                                      "too few to resolve a difference, champion kept")
     # what was measured is shown, and marked as not used
     assert verdict["reasons"][1].startswith("val loss \u221250.0 % [\u221250.0 %, \u221250.0 %] 95 % paired bootstrap "
-                                            "over 5 held-out images (3 generated, 2 covers): for information only")
-    assert verdict["evidence"]["val"]["n"] == 5
-    assert decide(result(champ, champ * 0.5), GateRules(min_val_images=5))["decision"] == "promote"
+                                            "over 3 held-out images (2 generated, 1 covers): for information only")
+    assert verdict["evidence"]["val"]["n"] == 3
+    assert decide(result(champ, champ * 0.5), GateRules(min_val_images=3))["decision"] == "promote"
     assert len(decide(result(champ[:1], champ[:1] * 0.5))["reasons"]) == 2  # one image: no interval, only the rule
     no_pairs = {**result(champ, champ), "paired": {}}  # an evaluation without per-image losses
     assert decide(no_pairs)["decision"] == "keep"
@@ -101,9 +102,9 @@ def test_worse_on_the_reference_keeps_the_champion_although_this_week_looks_bett
                   GateRules(max_reference_degradation=0.05))["decision"] == "promote"
     assert decide(result(champ, better, reference=(ref, ref * 0.98)))["decision"] == "promote"
     # a reference too small to judge is skipped, and the reason says so
-    small = decide(result(champ, better, reference=(ref[:4], worse_ref[:4])))
+    small = decide(result(champ, better, reference=(ref[:3], worse_ref[:3])))
     assert small["decision"] == "promote"
-    assert "reference rule skipped: only 4 reference image(s), fewer than min_reference_images=8" in small["reasons"]
+    assert "reference rule skipped: only 3 reference image(s), fewer than min_reference_images=4" in small["reasons"]
 
 
 def test_the_other_rules_still_keep():

@@ -28,7 +28,7 @@ WEEK = timedelta(days=7)
 TRAIN = {"learning_rate": 1e-2, "batch_size": 8, "resolution": 32, "rank": 4}
 PARAMS = {"min_rating": 4.0, "min_reviews": 1, "min_examples": 4, "val_fraction": 0.5, "reference_weeks": 4,
           "steps": 60, "rank": 4, "resolution": 32, "warm_start": True, "rating_weighted": False, "clip_model": "",
-          "dry_run": False, "include_covers": False}
+          "dry_run": False, "include_covers": False, **{k: TRAIN[k] for k in ("learning_rate", "batch_size")}}
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def test_the_weekly_default_checkpoints_a_slow_run_within_a_minute(tiny_model, s
     from training.trainer import TrainConfig, train_lora
 
     plan = {"base_model": str(tiny_model), "version": "style-x", "manifest_uri": "file:///m.json", "run_id": "r1"}
-    params = {"steps": 12, "rank": 4, "resolution": 64, "rating_weighted": False}
+    params = {"steps": 12, "rank": 4, "batch_size": 2, "learning_rate": 1e-4, "resolution": 64, "rating_weighted": False}
     config = TrainConfig.from_dict(weekly.train_config(plan, params, home=tmp_path, warm_start=None)["train"])
     assert 0 < config.checkpoint_seconds <= 60
     now = iter(range(0, 10**6, 20))  # every reading of the clock: 20 s later

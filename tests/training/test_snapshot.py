@@ -7,16 +7,18 @@ from tests.training.conftest import WEEK_END, WEEK_START
 
 def test_snapshot_filters_dedupes_and_records_reasons(warehouse, store, world):
     from sleeve.store import open_uri, read_json
-    from training.snapshot import build_snapshot
+    from training.snapshot import SnapshotConfig, build_snapshot
 
-    snap = build_snapshot(warehouse, store, WEEK_START, WEEK_END)
+    with_covers = SnapshotConfig(include_covers=True)
+    assert build_snapshot(warehouse, store, WEEK_START, WEEK_END)["counts"]["covers"] == 0  # off by default
+    snap = build_snapshot(warehouse, store, WEEK_START, WEEK_END, with_covers)
     counts = snap["counts"]
     assert counts["generated"] == world["passing_generated"] and counts["covers"] == world["covers"]
     assert counts["duplicates"] == 1 and counts["unreadable"] == 1 and snap["skip_reason"] is None
     manifest = read_json(*open_uri(snap["uri"]))
     assert all(i["caption"] for i in manifest["items"])
     assert {d["ref"] for d in manifest["dropped"]} == {"imgdup", "cbroken"}
-    again = build_snapshot(warehouse, store, WEEK_START, WEEK_END)
+    again = build_snapshot(warehouse, store, WEEK_START, WEEK_END, with_covers)
     assert again["uri"] == snap["uri"]  # same selection, same immutable object
 
 
@@ -136,12 +138,13 @@ def test_image_bytes_are_read_once_then_hashes_come_from_the_warehouse(warehouse
         return real(uri, store)
 
     monkeypatch.setattr(snapshot, "read_image_bytes", counting)
-    first = snapshot.build_snapshot(warehouse, store, WEEK_START, WEEK_END)
+    with_covers = snapshot.SnapshotConfig(include_covers=True)
+    first = snapshot.build_snapshot(warehouse, store, WEEK_START, WEEK_END, with_covers)
     readable = {r["uri"] for r in warehouse.query("SELECT uri FROM covers WHERE song_id != 'cbroken'")}
     assert readable <= set(reads)
     first_reads = len(set(reads))
     reads.clear()
-    again = snapshot.build_snapshot(warehouse, store, WEEK_START, WEEK_END)
+    again = snapshot.build_snapshot(warehouse, store, WEEK_START, WEEK_END, with_covers)
     assert reads == [store.uri("covers/broken.png")]  # only what could not be hashed is tried again
     assert again["uri"] == first["uri"] and again["counts"] == first["counts"]
     assert (first["hashed_now"], again["hashed_now"]) == (first_reads - 1, 0)  # all but the broken cover
@@ -150,7 +153,8 @@ def test_image_bytes_are_read_once_then_hashes_come_from_the_warehouse(warehouse
     assert [r["song_id"] for r in hashed] == ["c0", "c1", "c2"] and all(len(r["phash"]) == 16 for r in hashed)
     assert all((r["width"], r["height"]) == (80, 80) for r in hashed)
     reads.clear()
-    snapshot.build_snapshot(warehouse, store, WEEK_START + timedelta(days=7), WEEK_END + timedelta(days=7))
+    snapshot.build_snapshot(warehouse, store, WEEK_START + timedelta(days=7), WEEK_END + timedelta(days=7),
+                            with_covers)
     assert reads == [store.uri("covers/broken.png")]
 
 

@@ -105,7 +105,7 @@ def test_related_images_never_straddle_the_split(warehouse, store):
     from training.snapshot import VAL, SnapshotConfig, build_snapshot
 
     seed_groups(warehouse, store)
-    snap = build_snapshot(warehouse, store, WEEK_START, WEEK_END, SnapshotConfig(val_fraction=0.3))
+    snap = build_snapshot(warehouse, store, WEEK_START, WEEK_END, SnapshotConfig(val_fraction=0.3, include_covers=True))
     manifest = read_json(*open_uri(snap["uri"]))
     items = manifest["items"]
     assert snap["counts"]["generated"] == 48 and snap["counts"]["covers"] == 13

@@ -1,0 +1,33 @@
+"""The retraining strategies ``make simulate`` compares: one entry each.
+
+A strategy is what weekly_retrain is asked to do every week (its run conf: the DAG's Params),
+plus, for the rule Sleeve replaced, what the operator did with the result. A new strategy
+(a preference objective, a canary) is one more entry here; the loop does not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    description: str
+    retrain: dict | None = field(default=None)  # weekly_retrain run conf; None: never retrain
+    promote_always: bool = False  # promote every trained model, whatever the gate said
+
+
+STRATEGIES = {s.name: s for s in (
+    Strategy("none", "no retraining: the base model all along"),
+    Strategy("seed", "the original service's rule: fine-tune on every generated image rated >= 3, promote always",
+             retrain={"min_rating": 3.0, "include_covers": False}, promote_always=True),
+    Strategy("sleeve", "Sleeve's weekly loop: rating filter + captioned covers, gate, registry", retrain={}),
+)}
+DEFAULT_STRATEGIES = ("none", "seed", "sleeve")
+
+
+def get(name: str) -> Strategy:
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
+    return STRATEGIES[name]
