@@ -33,7 +33,9 @@ class FollowUp:
 
 
 class HostScheduler:
-    def __init__(self, limiter: RateLimiter, workers: int, horizon_s: float = 0.05):
+    # A worker is handed a task this long before its host's slot: on a busy machine a worker
+    # woken only 50 ms ahead often reached the limiter after the slot had passed.
+    def __init__(self, limiter: RateLimiter, workers: int, horizon_s: float = 0.15):
         if workers < 1:
             raise ValueError(f"workers={workers} must be at least 1")
         self.limiter, self.horizon_s = limiter, horizon_s
