@@ -220,7 +220,7 @@ class Crawler:
 
         url = work.client.cover_url(item.record)
         with self._cover_lock:
-            known = url is None or self._covers.get(self._cover_key(item), ("pending",))[0] != "pending"
+            known = url is None or self._cover_key(item) in self._covers
         return settle() if known else FollowUp(settle, host_of(url))
 
     @staticmethod
@@ -228,50 +228,27 @@ class Crawler:
         return item.record.cover_url or f"{item.record.source}:{item.record.album_id}"
 
     def _with_cover(self, work: Work, item: Item, client) -> list[Item]:
-        """Fetch, validate and store the song's cover and set ``item.cover``; a cover that fails
-        is its own item, the song stays. Each cover is fetched once: songs of one album share
-        it, and one whose cover is being fetched by another worker waits for that fetch."""
-        key = self._cover_key(item)
-        while True:
+        """Fetch, validate and store the song's cover (once per cover URL: songs of one album
+        share it) and set ``item.cover``; a cover that fails is its own item, the song stays."""
+        url = self._cover_key(item)
+        with self._cover_lock:
+            known = self._covers.get(url)
+        if known is None:
+            try:
+                got = client.cover(item.record)
+                if got is None:
+                    return []
+                data, source_url = got
+                cover = validate_cover(data, self.limits)
+                uri, _ = store_cover(self.store, data, cover)
+                known = ("ok", {"sha256": cover.sha256, "uri": uri, "width": cover.width, "height": cover.height,
+                                "format": cover.format, "size_bytes": cover.size_bytes, "phash": cover.phash,
+                                "source_url": source_url})
+            except (Blocked, CoverError, FetchError) as exc:
+                known = ("failed", exc)
             with self._cover_lock:
-                known = self._covers.get(key)
-                if known is None:
-                    fetching = threading.Event()
-                    self._covers[key] = ("pending", fetching)
-                    break
-            if known[0] != "pending":
-                return self._apply_cover(work, item, client, known)
-            known[1].wait()
-        try:
-            known = self._fetch_cover(item, client)
-            with self._cover_lock:
-                self._covers[key] = known
-        finally:
-            with self._cover_lock:  # a bug ended the fetch: the next song of the album tries again
-                if self._covers[key][0] == "pending":
-                    del self._covers[key]
-            fetching.set()
-        return self._apply_cover(work, item, client, known)
-
-    def _fetch_cover(self, item: Item, client) -> tuple[str, object]:
-        try:
-            got = client.cover(item.record)
-            if got is None:
-                return ("none", None)
-            data, source_url = got
-            cover = validate_cover(data, self.limits)
-            uri, _ = store_cover(self.store, data, cover)
-            return ("ok", {"sha256": cover.sha256, "uri": uri, "width": cover.width, "height": cover.height,
-                           "format": cover.format, "size_bytes": cover.size_bytes, "phash": cover.phash,
-                           "source_url": source_url})
-        except (Blocked, CoverError, FetchError) as exc:
-            return ("failed", exc)
-
-    @staticmethod
-    def _apply_cover(work: Work, item: Item, client, known: tuple[str, object]) -> list[Item]:
+                self._covers[url] = known
         status, value = known
-        if status == "none":
-            return []
         if status == "failed":
             failed = failure_item(f"{work.key}:cover", value, cover=True)
             failed.url = failed.url or item.record.cover_url

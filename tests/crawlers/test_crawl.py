@@ -56,19 +56,6 @@ def test_sample_crawl_records_songs_covers_and_quarantine(sleeve_env, warehouse,
     assert week2["updated"] + week2["unchanged"] == 11 and warehouse.count("songs") == 11
 
 
-def test_each_cover_is_fetched_once_however_many_songs_share_it(sleeve_env, warehouse, store):
-    """Songs of one album reach their cover at about the same time on different workers: one
-    fetches it, the others wait for that fetch (a second fetch is a wasted request at the
-    host's limit)."""
-    cat = build_catalogue(n_songs=60, seed=5, defects=False)
-    with SampleSite(cat, latency_s=0.02) as site:
-        stats = crawl(sleeve_env, warehouse, store, catalogue=cat, site=site)
-        covers = [h.path for h in site.hits if h.path.startswith(("/cm2/album/images/", "/release/"))]
-    assert stats["new"] == len(cat.songs) and stats["errors"] == 0
-    assert len({s.album.title for s in cat.songs}) < len(cat.songs)  # albums do share covers
-    assert sorted(covers) == sorted(set(covers)), [p for p in covers if covers.count(p) > 1]
-
-
 def test_crash_resumes_without_refetching_done_items(sleeve_env, warehouse, store):
     seen = []
 
