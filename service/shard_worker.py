@@ -14,7 +14,6 @@ import json
 import os
 import sys
 
-
 # Rendering is batch work beside the service's requests: at a lower CPU priority it takes the
 # cores the requests leave idle instead of queueing them behind its steps.
 NICE = 10
