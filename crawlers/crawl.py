@@ -29,7 +29,7 @@ from crawlers.http import FetchError, HttpClient, host_of, rewrite_url
 from crawlers.melon import Blocked, MelonClient
 from crawlers.musicbrainz import MusicBrainzClient, user_agent
 from crawlers.parsers import ParseError, SongRecord
-from crawlers.schedule import HostScheduler
+from crawlers.schedule import FollowUp, HostScheduler
 from sleeve.ids import content_hash, stable_id
 from sleeve.stages import record_stage
 
@@ -175,39 +175,62 @@ class Crawler:
                      for r in releases], extra)
 
     # -- fetching (worker threads: network, parsing, cover validation and storage) ------------
-    def fetch(self, work: Work) -> list[Item] | Plan:
+    def fetch(self, work: Work) -> list[Item] | Plan | FollowUp:
+        """A work item's outcomes; its cover, when not known yet, is fetched as a follow-up on
+        the cover's host (the worker does not wait there for that host's slot)."""
         if work.kind == "plan":
             return self._plan(work)
         try:
-            items = self._fetch_melon(work) if work.kind == "melon" else self._fetch_musicbrainz(work)
+            return self._fetch_melon(work) if work.kind == "melon" else self._fetch_musicbrainz(work)
         except (Blocked, ParseError, CoverError, FetchError) as exc:
-            items = [failure_item(work.key, exc)]
+            return self._finished(work, [failure_item(work.key, exc)])
+
+    def _finished(self, work: Work, items: list[Item]) -> list[Item]:
         for item in items:  # the URL as recorded: the sample site's port changes every run
             item.url = item.url and rewrite_url(item.url, getattr(work.client, "rewrites", {}))
         return items
 
-    def _fetch_melon(self, work: Work) -> list[Item]:
+    def _fetch_melon(self, work: Work) -> list[Item] | FollowUp:
         client: MelonClient = work.client
         record = client.song(work.payload)
         item = Item(work.key, record.source_url, record=record)
-        return [item] + self._with_cover(work, item, client)
+        return self._then_cover(work, item, lambda failed: [item] + failed)
 
-    def _fetch_musicbrainz(self, work: Work) -> list[Item]:
+    def _fetch_musicbrainz(self, work: Work) -> list[Item] | FollowUp:
         client: MusicBrainzClient = work.client
         release = client.release(work.payload["id"])
-        items = [Item(f"musicbrainz:recording:{rid}", None, outcome="quarantined", reason=exc.reason,
-                      detail=exc.detail) for rid, exc in release.bad]
+        bad = [Item(f"musicbrainz:recording:{rid}", None, outcome="quarantined", reason=exc.reason,
+                    detail=exc.detail) for rid, exc in release.bad]
         good = [Item(f"musicbrainz:recording:{r.source_id}", r.source_url, record=r) for r in release.records]
-        if good and release.front_cover is not False:  # one cover per release, shared by its tracks
-            items += self._with_cover(work, good[0], client)
+        if not good or release.front_cover is False:
+            return self._finished(work, bad + good)
+
+        def outcomes(failed: list[Item]) -> list[Item]:  # one cover per release, shared by its tracks
             for item in good[1:]:
                 item.cover = good[0].cover
-        return items + good
+            return bad + failed + good
+
+        return self._then_cover(work, good[0], outcomes)
+
+    def _then_cover(self, work: Work, item: Item, outcomes) -> list[Item] | FollowUp:
+        """``outcomes(cover failures)`` once ``item``'s cover is settled: at once when it is
+        known (or there is none), else as a follow-up on the cover's host."""
+        def settle() -> list[Item]:
+            return self._finished(work, outcomes(self._with_cover(work, item, work.client)))
+
+        url = work.client.cover_url(item.record)
+        with self._cover_lock:
+            known = url is None or self._cover_key(item) in self._covers
+        return settle() if known else FollowUp(settle, host_of(url))
+
+    @staticmethod
+    def _cover_key(item: Item) -> str:
+        return item.record.cover_url or f"{item.record.source}:{item.record.album_id}"
 
     def _with_cover(self, work: Work, item: Item, client) -> list[Item]:
         """Fetch, validate and store the song's cover (once per cover URL: songs of one album
         share it) and set ``item.cover``; a cover that fails is its own item, the song stays."""
-        url = item.record.cover_url or f"{item.record.source}:{item.record.album_id}"
+        url = self._cover_key(item)
         with self._cover_lock:
             known = self._covers.get(url)
         if known is None:

@@ -328,6 +328,12 @@ class HttpClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update({"User-Agent": self.user_agent, **self.headers})
+        # requests reads the environment (proxies, CA bundle, ~/.netrc) on every request, a quarter
+        # of its cost per call; it is read here once (proxies once per host) instead, and .netrc
+        # credentials are never sent to a crawled host.
+        self.session.trust_env = False
+        self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._proxies: dict[tuple[str, str], dict] = {}
         self.limiter = RateLimiter(self.rate_per_host, self.rate_overrides)
         self.cache = DiskCache(self.cache_dir) if self.cache_dir else None
         self.stats: Counter = Counter()
@@ -389,7 +395,7 @@ class HttpClient:
                 try:
                     try:
                         resp = self.session.get(url, headers=headers, timeout=self.timeout, stream=True,
-                                                allow_redirects=False)
+                                                allow_redirects=False, proxies=self._proxies_for(parts))
                     finally:  # the response's headers are in (or it failed): the server has seen it
                         self.limiter.done(token)
                     body = self._read_capped(resp, url)
@@ -417,6 +423,13 @@ class HttpClient:
             self._count("retries")
             log.warning("GET %s: %s, retry %d/%d in %.2fs", url, why, attempt, self.max_retries, delay)
             time.sleep(delay)
+
+    def _proxies_for(self, parts) -> dict:
+        """The environment's proxies for this scheme and host (none where NO_PROXY says so)."""
+        key = (parts.scheme, parts.netloc)
+        if key not in self._proxies:
+            self._proxies[key] = requests.utils.get_environ_proxies(f"{parts.scheme}://{parts.netloc}/")
+        return dict(self._proxies[key])
 
     def _read_capped(self, resp: requests.Response, url: str) -> bytes:
         """Read the body, refusing more than ``max_bytes`` (a huge 'image' never fills memory)."""

@@ -95,6 +95,10 @@ class MelonClient:
                              cover_url=record.cover_url or album.get("cover_url"))
         return replace(record, album_id=album_id, album=record.album or entry.album or None)
 
+    def cover_url(self, record: SongRecord) -> str | None:
+        """Where the song's cover is fetched from (None: the page names none)."""
+        return record.cover_url or None
+
     def cover(self, record: SongRecord) -> tuple[bytes, str] | None:
         """(bytes, public source URL) of the song's cover, or None when the page names none."""
         if not record.cover_url:

@@ -70,9 +70,12 @@ class MusicBrainzClient:
         return parse_mb_release(resp.content, source_url_for=lambda rid: f"{self.public_web}/recording/{rid}",
                                 source=self.source)
 
+    def cover_url(self, record: SongRecord) -> str:
+        return f"{self.caa}/release/{record.album_id}/front-500"
+
     def cover(self, record: SongRecord) -> tuple[bytes, str] | None:
         """The release's front cover (500 px), or None when the archive has none (404)."""
-        url = f"{self.caa}/release/{record.album_id}/front-500"
+        url = self.cover_url(record)
         resp = self.http.get(url, accept=(200, 404))
         if resp.status == 404:
             return None

@@ -5,8 +5,11 @@ fast when every host always has a request ready at its next slot. Tasks wait in 
 queues (the host of the task's first request); a free worker takes the task whose host can
 start a request soonest, and only when that start is near (``horizon_s``). So workers are not
 parked on one busy host's limit while other hosts idle, and a long queue for one host never
-delays another's. Results come back in completion order to one consumer thread (the crawler
-records them while the workers go on fetching).
+delays another's. A task whose next request goes to another host returns a :class:`FollowUp`
+instead of waiting there for that host's slot: the rest is queued on that host, ahead of its
+new tasks (so started work finishes first), and its result is the task's result. Results come
+back in completion order to one consumer thread (the crawler records them while the workers go
+on fetching).
 """
 
 from __future__ import annotations
@@ -15,16 +18,29 @@ import queue
 import threading
 import time
 from collections import defaultdict, deque
+from dataclasses import dataclass
+from typing import Any
 
 from crawlers.http import RateLimiter
 
 
+@dataclass(frozen=True)
+class FollowUp:
+    """What a task returns to go on with ``fn()`` once ``host`` can take its next request."""
+
+    fn: Any
+    host: str
+
+
 class HostScheduler:
-    def __init__(self, limiter: RateLimiter, workers: int, horizon_s: float = 0.05):
+    # A worker is handed a task this long before its host's slot: on a busy machine a worker
+    # woken only 50 ms ahead often reached the limiter after the slot had passed.
+    def __init__(self, limiter: RateLimiter, workers: int, horizon_s: float = 0.15):
         if workers < 1:
             raise ValueError(f"workers={workers} must be at least 1")
         self.limiter, self.horizon_s = limiter, horizon_s
-        self._lanes: dict[str, deque] = defaultdict(deque)
+        self._lanes: dict[str, deque] = defaultdict(deque)  # host -> (fn, item) of new tasks
+        self._follow_ups: dict[str, deque] = defaultdict(deque)  # host -> (fn, item) of started ones
         self._dispatched: dict[str, float] = {}  # host -> start slot given to the last task taken
         self._cond = threading.Condition()
         self._results: queue.Queue = queue.Queue()
@@ -60,6 +76,7 @@ class HostScheduler:
         with self._cond:
             self._closed = True
             self._lanes.clear()
+            self._follow_ups.clear()
             self._cond.notify_all()
         for thread in self._threads:
             thread.join()
@@ -72,7 +89,8 @@ class HostScheduler:
         with self._cond:
             while not self._closed:
                 now = time.monotonic()
-                ready = [host for host, lane in self._lanes.items() if lane]
+                ready = {host for host, lane in self._lanes.items() if lane}
+                ready |= {host for host, lane in self._follow_ups.items() if lane}
                 if not ready:
                     self._cond.wait()
                     continue
@@ -82,7 +100,7 @@ class HostScheduler:
                     self._cond.wait(start - now - self.horizon_s)
                     continue
                 self._dispatched[host] = start + self.limiter.interval(host)
-                return self._lanes[host].popleft()
+                return (self._follow_ups[host] or self._lanes[host]).popleft()
             return None
 
     def _work(self) -> None:
@@ -92,4 +110,10 @@ class HostScheduler:
                 result, error = fn(item), None
             except Exception as exc:  # a bug in one task: reported with its item, the rest go on
                 result, error = None, exc
+            if isinstance(result, FollowUp):
+                with self._cond:
+                    if not self._closed:
+                        self._follow_ups[result.host].append((lambda _, go=result.fn: go(), item))
+                        self._cond.notify()
+                continue
             self._results.put((item, result, error))

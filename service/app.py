@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import auth, covers, personal
@@ -103,6 +104,30 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+class Guard:
+    """Refuses what ``refusal(request)`` answers (an oversized body, a cross-site write) and adds
+    the security headers to every response. A plain ASGI middleware: starlette's
+    ``@app.middleware("http")`` costs a task group and a streamed copy of every response, a
+    fifth of the service's CPU per call under load."""
+
+    def __init__(self, app, refusal):
+        self.app, self.refusal = app, refusal
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).update(SECURITY_HEADERS)
+            await send(message)
+
+        refused = self.refusal(Request(scope))
+        if refused is not None:
+            return await refused(scope, receive, with_headers)
+        await self.app(scope, receive, with_headers)
+
+
 def body_limit(path: str) -> int:
     return MAX_UPLOAD_BYTES if path in ("/api/me/photos", "/personal") else MAX_BODY_BYTES
 
@@ -152,17 +177,16 @@ def create_app(settings: Settings, *, worker: bool = True) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     # --- cross-cutting: body size, same-site writes, headers, errors ------------------------
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
+    def refusal(request: Request) -> Response | None:
         limit = body_limit(request.url.path)
         length = request.headers.get("content-length")
         if length and (not length.isdigit() or int(length) > limit):
             return _problem(request, 413, f"the request body is larger than {limit // 2**20} MiB")
         if request.method not in ("GET", "HEAD", "OPTIONS") and not _same_site(request):
             return _problem(request, 403, "cross-site request refused")
-        response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        return response
+        return None
+
+    app.add_middleware(Guard, refusal=refusal)
 
     def _problem(request: Request, status: int, detail: str, headers: dict | None = None) -> Response:
         if request.url.path.startswith("/api/") or request.url.path in ("/healthz", "/openapi.json"):

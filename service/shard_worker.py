@@ -14,8 +14,13 @@ import json
 import os
 import sys
 
+# Rendering is batch work beside the service's requests: at a lower CPU priority it takes the
+# cores the requests leave idle instead of queueing them behind its steps.
+NICE = 10
+
 
 def main() -> int:
+    os.nice(NICE)
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # the job's prints must not mix with replies
     from diffusers import DiffusionPipeline  # noqa: F401  (warm: the slow imports happen now)

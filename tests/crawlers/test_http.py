@@ -117,3 +117,17 @@ def test_bad_urls_are_permanent_fetch_errors(http):
         with pytest.raises(FetchError) as err:
             http.get(url)
         assert err.value.permanent and err.value.kind == "bad_url"
+
+
+def test_proxies_come_from_the_environment_once_per_host(site, monkeypatch):
+    """The environment is read once per host, not per request, but still obeyed: HTTP_PROXY
+    carries the request (the sample site stands in for the proxy), NO_PROXY exempts a host."""
+    monkeypatch.setenv("HTTP_PROXY", site.urls["melon"])
+    monkeypatch.setenv("NO_PROXY", "direct.invalid")
+    client = HttpClient("Sleeve-test/0 ( tests@example.invalid )", max_retries=0)
+    assert client.get("http://via-proxy.invalid/robots.txt").status == 200  # resolvable only by the proxy
+    assert [h.path for h in site.hits] == ["http://via-proxy.invalid/robots.txt"]
+    with pytest.raises(FetchError, match="ConnectionError"):
+        client.get("http://direct.invalid/robots.txt")
+    monkeypatch.delenv("HTTP_PROXY")
+    assert client.get("http://via-proxy.invalid/robots.txt").status == 200  # read once for this host

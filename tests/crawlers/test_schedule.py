@@ -5,7 +5,7 @@ import time
 
 from crawlers.http import HttpClient, RateLimiter, host_of
 from crawlers.sample_site import SampleSite
-from crawlers.schedule import HostScheduler
+from crawlers.schedule import FollowUp, HostScheduler
 
 
 def test_a_slow_hosts_queue_does_not_hold_the_workers_a_fast_host_needs():
@@ -59,3 +59,52 @@ def test_limit_counts_from_responses_so_slow_responses_cannot_bunch_arrivals():
     done_first = tokens[0][1]
     assert starts[4] >= done_first + 1.0  # the 5th waits for the 1st answer + 1 s, not its start + 1 s
     assert all(b - a >= 0.9 * 0.25 for a, b in zip(starts, starts[1:], strict=False))
+
+
+def test_a_follow_up_waits_for_its_host_in_the_queue_not_in_a_worker():
+    """A task whose next request goes to a slow host hands it back as a follow-up: the two
+    workers go on with the fast host's work meanwhile, and the task's result is the follow-up's."""
+    limiter = RateLimiter(2.0, overrides={"fast": 50.0})
+    scheduler = HostScheduler(limiter, workers=2)
+
+    def request(host):
+        limiter.done(limiter.wait(host))
+        return time.monotonic()
+
+    def two_hosts(name):
+        request("fast")
+        return FollowUp(lambda: (name, request("slow")), "slow")
+
+    started = time.monotonic()
+    for i in range(6):  # six tasks that end on the slow host (2/s: ~2.5 s), queued first
+        scheduler.submit(two_hosts, f"two-{i}", "fast")
+    for i in range(10):
+        scheduler.submit(lambda name: (name, request("fast")), f"fast-{i}", "fast")
+    results = {}
+    for _ in range(16):
+        item, result, error = scheduler.get(timeout=30)
+        assert error is None
+        results[item] = result
+    scheduler.close()
+    assert all(results[f"two-{i}"][0] == f"two-{i}" for i in range(6))  # the follow-up's result, under its task
+    assert max(results[f"fast-{i}"][1] - started for i in range(10)) < 1.0, results  # parked workers: ~2.5 s
+    assert max(results[f"two-{i}"][1] - started for i in range(6)) >= 2.0
+
+
+def test_follow_ups_go_ahead_of_new_work_on_their_host():
+    limiter = RateLimiter(20.0)
+    scheduler = HostScheduler(limiter, workers=1)
+    order = []
+
+    def task(name):
+        limiter.done(limiter.wait("h"))
+        order.append(name)
+        if name.startswith("new"):
+            return FollowUp(lambda: order.append(f"then-{name}") or name, "h")
+        return name
+
+    for name in ("new-a", "b", "c", "new-d"):
+        scheduler.submit(task, name, "h")
+    assert sorted(scheduler.get(timeout=30)[1] for _ in range(4)) == ["b", "c", "new-a", "new-d"]
+    scheduler.close()
+    assert order == ["new-a", "then-new-a", "b", "c", "new-d", "then-new-d"]

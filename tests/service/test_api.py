@@ -411,3 +411,16 @@ def test_healthz(client):
     assert body == {"status": "ok", "warehouse": "ok", "warehouse_yields": 0, "generation": "embedded",
                     "generation_ready": False,
                     "generation_error": None}  # this app was made without its worker
+
+
+def test_every_response_carries_the_security_headers(client):
+    from service.app import SECURITY_HEADERS
+
+    sign_up(client)
+    responses = [client.get("/"), client.get("/api/gallery"), client.get("/healthz"),
+                 client.get("/api/requests/00000000-0000-0000-0000-000000000000"),  # 404 from a handler
+                 client.post("/api/covers", json={"title": "a", "artist": "b"},
+                             headers={"origin": "https://evil.example"})]  # refused before the app
+    assert [r.status_code for r in responses] == [200, 200, 200, 404, 403]
+    for response in responses:
+        assert {k: response.headers.get(k) for k in SECURITY_HEADERS} == SECURITY_HEADERS, response.request.url

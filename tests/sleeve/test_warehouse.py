@@ -92,3 +92,40 @@ def test_bigquery_backend_needs_project_and_dataset():
 
 def test_tables_lists_the_schema(warehouse):
     assert {"songs", "images", "schema_migrations"} <= set(warehouse.tables())
+
+
+def test_upsert_stages_every_column_type_and_many_rows(warehouse):
+    """The rows are staged as one typed list per column: every type round-trips, NULLs stay
+    NULL, an int lands in a FLOAT64 column, and thousands of rows go in one upsert."""
+    when = dt.datetime(2026, 1, 5, 3, 30, tzinfo=UTC)
+    rows = [{"run_id": f"r{i}", "kind": "style", "status": None if i % 2 else "trained", "gpu_seconds": i if i % 3 else 1.5,
+             "interval_start": when, "config": '{"a": "밤편지 \\u0000"}'} for i in range(3000)]
+    assert warehouse.upsert("training_runs", rows) == 3000
+    got = warehouse.query("SELECT run_id, status, gpu_seconds, interval_start, config, finished_at FROM training_runs "
+                          "WHERE run_id IN UNNEST(@ids) ORDER BY run_id", {"ids": ["r0", "r1", "r3"]})
+    assert got == [
+        {"run_id": "r0", "status": "trained", "gpu_seconds": 1.5, "interval_start": when, "config": rows[0]["config"],
+         "finished_at": None},
+        {"run_id": "r1", "status": None, "gpu_seconds": 1.0, "interval_start": when, "config": rows[0]["config"],
+         "finished_at": None},
+        {"run_id": "r3", "status": None, "gpu_seconds": 1.5, "interval_start": when, "config": rows[0]["config"],
+         "finished_at": None}]
+    warehouse.upsert("songs", [{"song_id": "s", "source": "x", "source_id": "1", "release_date": dt.date(2017, 3, 24)}])
+    warehouse.upsert("labels", [{"song_id": "s", "labeller_version": "offline-1", "cache_hit": False}])
+    assert warehouse.query("SELECT release_date FROM songs") == [{"release_date": dt.date(2017, 3, 24)}]
+    assert warehouse.query("SELECT cache_hit FROM labels") == [{"cache_hit": False}]
+
+
+def test_a_bad_value_fails_the_whole_upsert_and_leaves_nothing(warehouse):
+    rows = [{"run_id": "ok", "gpu_seconds": 1.0}, {"run_id": "bad", "gpu_seconds": "not a number"}]
+    with pytest.raises(Exception, match="not a number"):
+        warehouse.upsert("training_runs", rows)
+    assert warehouse.count("training_runs") == 0
+    assert warehouse.upsert("training_runs", rows[:1]) == 1  # the connection and staging table were cleaned up
+
+
+def test_a_column_added_by_a_statement_is_seen_by_the_next_upsert(warehouse):
+    warehouse.upsert("songs", [{"song_id": "a", "source": "x", "source_id": "1"}])  # caches the columns
+    warehouse.execute("ALTER TABLE songs ADD COLUMN IF NOT EXISTS mood STRING")
+    warehouse.upsert("songs", [{"song_id": "a", "source": "x", "source_id": "1", "mood": "calm"}])
+    assert warehouse.query("SELECT mood FROM songs") == [{"mood": "calm"}]
