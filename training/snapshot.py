@@ -51,12 +51,14 @@ from sleeve.phash import near_duplicates, parse_phash, phash_hex
 from sleeve.store import ObjectStore, open_uri, read_json
 from sleeve.warehouse import Warehouse
 from training.dataset import decode_image, read_image_bytes
+from training.preference import build_pairs
 
 SNAPSHOT_PREFIX = "training/snapshots"
 TRAIN, VAL = "train", "val"
 SOURCES = ("generated", "cover")
 SPLIT_METHOD = "group-sha256-threshold-v2"
 BASE_VERSION = "base"
+OBJECTIVES = ("sft", "dpo", "sft+dpo")
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,15 @@ class SnapshotConfig:
     min_side: int = 32  # smaller images are dropped as too small
     val_fraction: float = 0.15  # share of groups held out for the gate's validation loss
     reference_weeks: int = 4  # earlier promoted weeks whose held-out items form the reference set
+    min_rating_gap: float = 1.0  # preference pairs: ratings within one request at least this far apart
+    objective: str = "sft"  # sft | dpo | sft+dpo: what the snapshot must hold enough of to train
+    min_pairs: int = 4  # dpo: fewer train pairs means skip
 
     def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {'|'.join(OBJECTIVES)} (got {self.objective!r})")
+        if self.min_rating_gap <= 0:
+            raise ValueError(f"min_rating_gap must be > 0 (got {self.min_rating_gap}); ties carry no preference")
         if not 0 <= self.val_fraction <= 0.5:
             raise ValueError(f"val_fraction must be between 0 and 0.5 (got {self.val_fraction}); "
                              "use e.g. 0.15 to hold out 15 % of the snapshot for validation")
@@ -128,6 +137,18 @@ LIMIT @weeks
 def song_group(song_id: str, source: str | None, album_id: str | None) -> str:
     """The split group of a song's images: its album when known, else the song."""
     return f"album:{source}:{album_id}" if album_id else f"song:{song_id}"
+
+
+def row_group(row: dict) -> str:
+    """The split group of a generated image row: its song's, else its request's."""
+    return song_group(row["song_id"], row["song_source"], row["album_id"]) if row["song_id"] \
+        else f"request:{row['request_id']}"
+
+
+def split_of_groups(items: list[dict], val_fraction: float):
+    """``group -> split`` consistent with ``items``' split; other groups by their score."""
+    sides = {i["group"]: i["split"] for i in items}
+    return lambda group: sides.get(group) or (VAL if _split_score(group) < val_fraction else TRAIN)
 
 
 class Lineage:
@@ -198,8 +219,7 @@ def select_candidates(warehouse: Warehouse, store: ObjectStore, start: datetime,
             unknown.append({"ref": row["image_id"], "uri": row["uri"],
                             "reason": "lineage unknown: no adapters recorded and no readable shard manifest"})
             continue
-        group = song_group(row["song_id"], row["song_source"], row["album_id"]) if row["song_id"] \
-            else f"request:{row['request_id']}"
+        group = row_group(row)
         rows.append({"source": "generated", "ref": row["image_id"], "uri": row["uri"], "sha256": row["sha256"],
                      "caption": row["caption"] or "", "rating": round(float(row["mean_rating"]), 4),
                      "reviews": int(row["reviewers"]), "model_version": row["model_version"], "group": group,
@@ -375,6 +395,8 @@ def build_snapshot(warehouse: Warehouse, store: ObjectStore, start: datetime, en
     _store_hashes(warehouse, fills)
     dropped = unknown + dropped
     items = assign_splits(items, config)
+    prefs = build_pairs(warehouse, store, start, end, min_rating_gap=config.min_rating_gap, group_of=row_group,
+                        split_of=split_of_groups(items, config.val_fraction))
     reference = build_reference(store, earlier_snapshots(warehouse, start, config.reference_weeks), items)
     val = [i for i in items if i["split"] == VAL]
     split = {"method": SPLIT_METHOD, "val_fraction": config.val_fraction,
@@ -391,13 +413,19 @@ def build_snapshot(warehouse: Warehouse, store: ObjectStore, start: datetime, en
         "dropped": len(dropped), "duplicates": sum("duplicate" in d["reason"] for d in dropped),
         "unreadable": sum(d["reason"].startswith("unreadable") for d in dropped),
         "lineage_unknown": len(unknown), "personal_excluded": personal,
+        "pairs": prefs["counts"]["pairs"], "train_pairs": prefs["counts"]["train_pairs"],
+        "pairs_personal_requests_excluded": prefs["counts"]["personal_requests"],
     }
     skip_reason = None
-    if len(items) < config.min_examples:
+    if config.objective == "dpo" and counts["train_pairs"] < config.min_pairs:
+        skip_reason = (f"snapshot has {counts['train_pairs']} train preference pair(s), fewer than "
+                       f"min_pairs={config.min_pairs} ({prefs['counts']['requests']} rated requests)")
+    elif config.objective != "dpo" and len(items) < config.min_examples:
         skip_reason = (f"snapshot has {len(items)} usable image(s), fewer than min_examples={config.min_examples} "
                        f"({counts['candidates']} candidates, {counts['dropped']} dropped)")
     manifest = {"kind": "style-snapshot", "interval": [start.isoformat(), end.isoformat()], "filter": asdict(config),
-                "split": split, "items": items, "reference": reference, "dropped": dropped, "counts": counts,
+                "split": split, "items": items, "pairs": prefs["pairs"],
+                "pair_counts": prefs["counts"], "reference": reference, "dropped": dropped, "counts": counts,
                 "skip_reason": skip_reason}
     digest = content_hash(manifest)
     key = f"{SNAPSHOT_PREFIX}/{digest}.json"
