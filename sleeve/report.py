@@ -150,6 +150,7 @@ def model(warehouse: Warehouse, start: datetime, end: datetime) -> dict:
             rollbacks.append({"restored": row["version"], "retired": sorted(retired)})
     prod = production[0] if production else None
     return {
+        "canary": canary(warehouse, start, end),
         "runs": [{
             "run_id": r["run_id"], "kind": r["kind"], "status": r["status"], "reason": r["reason"],
             "metrics": _stats(r["metrics"]), "decision": r["decision"],
@@ -162,6 +163,22 @@ def model(warehouse: Warehouse, start: datetime, end: datetime) -> dict:
         },
         "promoted": sorted(c["version"] for c in changed if c["alias"] == "production"),
         "rollbacks": rollbacks,
+    }
+
+
+def canary(warehouse: Warehouse, start: datetime, end: datetime) -> dict:
+    """The users' verdict on the canary given for this week's ratings (both arms' means, the
+    interval, the decision), and the canary serving now, if any."""
+    rows = warehouse.query("SELECT * FROM canary_decisions WHERE interval_start >= @start AND interval_start < @end"
+                           " ORDER BY decided_at, version", {"start": start, "end": end})
+    serving = warehouse.query("SELECT version, canary_of, canary_started_at FROM model_versions"
+                              " WHERE alias = 'canary' ORDER BY version")
+    return {
+        "decisions": [{"version": r["version"], "production_version": r["production_version"],
+                       "decision": r["decision"], "reason": r["reason"], "evidence": _stats(r["evidence"])}
+                      for r in rows],
+        "serving": [{"version": r["version"], "against": r["canary_of"], "since": _iso(r["canary_started_at"])}
+                    for r in serving],
     }
 
 

@@ -85,6 +85,23 @@ def _model_lines(m: dict) -> list[str]:
     lines.append("Production model: none registered yet." if prod is None else
                  f"Production model: {prod['version']} (since {(prod['since'] or '?')[:10]})")
     lines += [f"Rollback: {rb['restored']} restored, {', '.join(rb['retired'])} retired" for rb in m["rollbacks"]]
+    return lines + _canary_lines(m.get("canary") or {})
+
+
+def _canary_lines(c: dict) -> list[str]:
+    lines = []
+    for d in c.get("decisions", []):
+        e = d["evidence"]
+        if e.get("diff") is not None:
+            numbers = (f"canary {e['canary_mean']:.2f} ★ ({e['canary_requests']} requests) vs production "
+                       f"{e['production_mean']:.2f} ★ ({e['production_requests']} requests), "
+                       f"{e['diff']:+.2f} [{e['low']:+.2f}, {e['high']:+.2f}] "
+                       f"{e['rules']['confidence']:.0%} interval")
+        else:
+            numbers = f"{e.get('canary_requests', 0)} canary vs {e.get('production_requests', 0)} production requests"
+        lines.append(f"Canary {d['version']} vs {d['production_version']}: {numbers} → {d['decision']}")
+    lines += [f"Canary now serving: {s['version']} (against {s['against'] or 'base'}, since {(s['since'] or '?')[:10]})"
+              for s in c.get("serving", [])]
     return lines
 
 

@@ -113,7 +113,7 @@ def decided(warehouse: Warehouse, start: datetime) -> dict | None:
     rows = warehouse.query("SELECT * FROM canary_decisions WHERE interval_start = @start", {"start": start})
     if not rows:
         return None
-    row = dict(rows[0])
+    row = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in rows[0].items()}
     row["evidence"] = json.loads(row["evidence"] or "{}")
     return row
 
@@ -130,8 +130,23 @@ def assess(warehouse: Warehouse, start: datetime, end: datetime, rules: CanaryRu
     production = canary["canary_of"] or "base"
     verdict = judge(arm_ratings(warehouse, canary["version"], start, end, since),
                     arm_ratings(warehouse, production, start, end, since), rules)
-    return {"version": canary["version"], "production_version": production, "interval_start": start,
-            "interval_end": end, **verdict, "applied": False}
+    return {"version": canary["version"], "production_version": production, "interval_start": start.isoformat(),
+            "interval_end": end.isoformat(), **verdict, "applied": False}
+
+
+def approval_text(warehouse: Warehouse, verdict: dict) -> dict:
+    """The verdict with ``body``: what a person approving the promotion sees (the users'
+    verdict, the offline gate's reasons and numbers, the contact sheet)."""
+    row = registry.get_version(warehouse, verdict["version"]) or {"metrics": {}}
+    metrics = row["metrics"]
+    run = warehouse.query("SELECT decision_reasons FROM training_runs WHERE run_id = @id",
+                          {"id": row.get("training_run_id") or ""})
+    gate = json.loads(run[0]["decision_reasons"] or "[]") if run else []
+    lines = [f"**Users' verdict** ({verdict['interval_start'][:10]} week): {verdict['reason']}", "",
+             f"**Offline gate** for {verdict['version']}:"] + [f"- {r}" for r in gate or ["(no reasons recorded)"]]
+    lines += ["", f"**Contact sheet** (champion vs challenger on the eval prompts): "
+                  f"{metrics.get('contact_sheet_uri') or 'none recorded'}"]
+    return {**verdict, "body": "\n".join(lines)}
 
 
 def apply(warehouse: Warehouse, verdict: dict, now: datetime, *, approved: bool | None = None) -> dict:
@@ -150,6 +165,8 @@ def apply(warehouse: Warehouse, verdict: dict, now: datetime, *, approved: bool 
            "interval_start": verdict["interval_start"], "interval_end": verdict["interval_end"],
            "decision": decision, "reason": reason, "decided_at": now,
            "evidence": json.dumps(verdict["evidence"], sort_keys=True)}
+    row["interval_start"], row["interval_end"] = (datetime.fromisoformat(str(row[k]))
+                                                  for k in ("interval_start", "interval_end"))
     warehouse.upsert("canary_decisions", [row])
     return {**verdict, "decision": decision, "reason": reason, "applied": True}
 

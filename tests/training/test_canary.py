@@ -131,6 +131,15 @@ def test_settle_moves_the_registry_and_a_rerun_changes_nothing(warehouse, lift, 
     again = settle_canary(warehouse, WEEK_START, WEEK_END, rules, now=WEEK_END)
     assert (again["decision"], again["reason"]) == (verdict["decision"], verdict["reason"])
     assert len(warehouse.query("SELECT * FROM canary_decisions")) == 1
+    # the weekly report shows both arms with the interval and the decision
+    from sleeve.report import build_report
+    from sleeve.report_render import to_markdown
+
+    text = to_markdown(build_report(warehouse, WEEK_START, WEEK_END))
+    e = verdict["evidence"]
+    assert (f"Canary cand vs prod: canary {e['canary_mean']:.2f} ★ (12 requests) vs production "
+            f"{e['production_mean']:.2f} ★ (24 requests), {e['diff']:+.2f} [{e['low']:+.2f}, {e['high']:+.2f}] "
+            f"95% interval → {decision}") in text
 
 
 def test_a_new_canary_retires_the_one_still_running(warehouse):
