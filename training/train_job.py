@@ -7,7 +7,9 @@ Config: ``train`` (a :class:`training.trainer.TrainConfig` dict; ``base_model`` 
 ``version`` (registry version name for the card), ``rating_weighted`` (bool, default false),
 ``work_dir`` (local folder for resumable checkpoints; a retried task that passes the same one
 resumes), ``cache_dir`` (latent/text caches shared across weeks), ``kind`` (style|dreambooth).
-Only the snapshot's ``train`` split is trained on; its held-out ``val`` items are left for the
+``train.objective`` sft | dpo | sft+dpo picks the loss (DPO learns from the manifest's train
+preference pairs against ``train.reference``, the production adapter). Only the snapshot's
+``train`` split is trained on; its held-out ``val`` items are left for the
 evaluation gate. Output: the adapter folder (weights, kohya copy, card, config) under
 ``--output`` and a result manifest with ``adapter_uri``, losses, cache statistics, the number of
 train / held-out examples and ``gpu_seconds``.
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from sleeve.jobs import is_main_process, run_job, upload_output
 from training.dataset import Example
+from training.dpo import pairs_from_manifest
 from training.snapshot import TRAIN, VAL, split_items
 from training.trainer import TrainConfig, train_lora, write_model_card
 
@@ -42,10 +45,13 @@ def examples_from_manifest(manifest: dict, rating_weighted: bool = False) -> lis
 def main(manifest: dict, config: dict, output_uri: str) -> dict:
     train_config = TrainConfig.from_dict(dict(config["train"]))
     examples = examples_from_manifest(manifest, bool(config.get("rating_weighted", False)))
+    pairs = pairs_from_manifest(manifest, TRAIN) if train_config.objective != "sft" else []
+    if train_config.objective == "sft+dpo" and not pairs:  # a week without pairs still learns its liked images
+        train_config.objective = "sft"
     with tempfile.TemporaryDirectory(prefix="sleeve-train-") as tmp:
         out_dir = Path(tmp) / "adapter"
-        result = train_lora(train_config, examples, out_dir, work_dir=config.get("work_dir") or Path(tmp) / "work",
-                            cache_dir=config.get("cache_dir"))
+        result = train_lora(train_config, examples, out_dir, pairs=pairs,
+                            work_dir=config.get("work_dir") or Path(tmp) / "work", cache_dir=config.get("cache_dir"))
         if not is_main_process():
             return {}
         manifest_uri = config.get("manifest_uri", "")
@@ -56,7 +62,8 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
         "adapter_uri": output_uri.rstrip("/"), "steps": result.steps, "resumed_from": result.resumed_from,
         "final_loss": result.final_loss, "losses": result.losses, "cache": result.cache, "rank": result.rank,
         "alpha": result.alpha, "mixed_precision": result.mixed_precision, "train_seconds": result.seconds,
-        "examples": len(examples), "held_out": len(split_items(manifest, VAL)),
+        "examples": len(examples) if train_config.objective != "dpo" else 0, "pairs": len(pairs),
+        "objective": train_config.objective, "held_out": len(split_items(manifest, VAL)),
     }
 
 

@@ -50,6 +50,7 @@ UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 KOHYA_NAME = "lora_kohya.safetensors"
+OBJECTIVES = ("sft", "dpo", "sft+dpo")
 
 
 @dataclass
@@ -79,6 +80,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0: no intermediate checkpoints
     checkpoints_keep: int = 2
     warm_start: str | None = None  # a directory or URI holding pytorch_lora_weights.safetensors
+    objective: str = "sft"  # sft | dpo | sft+dpo (Diffusion-DPO on preference pairs; sft+dpo sums both)
+    beta: float = 5000.0  # DPO: strength of the pull away from the reference (Wallace et al. use 2000-5000)
+    reference: str | None = None  # DPO's frozen reference: this adapter fused into the base (None: the base)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -99,6 +103,8 @@ class TrainConfig:
             (0.0 <= self.caption_dropout < 1.0, "caption_dropout must be in [0, 1)"),
             (self.mixed_precision in ("auto", "no", "fp16", "bf16"), "mixed_precision must be auto|no|fp16|bf16"),
             (self.checkpoints_keep >= 1, "checkpoints_keep must be >= 1"),
+            (self.objective in OBJECTIVES, f"objective must be one of {'|'.join(OBJECTIVES)}"),
+            (self.beta > 0, "beta must be > 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -299,8 +305,9 @@ def add_lora(parts: Components, config: TrainConfig) -> list:
     return groups
 
 
-def per_sample_loss(parts: Components, latents, cond: dict, time_ids, timesteps, noise, snr_gamma):
-    """Per-example diffusion loss (MSE over C,H,W), min-SNR weighted when ``snr_gamma`` is set."""
+def per_sample_loss(parts: Components, latents, cond: dict, time_ids, timesteps, noise, snr_gamma, unet=None):
+    """Per-example diffusion loss (MSE over C,H,W), min-SNR weighted when ``snr_gamma`` is set;
+    ``unet`` defaults to the one being trained (DPO passes its frozen reference)."""
     import torch
     import torch.nn.functional as F
     from diffusers.training_utils import compute_snr
@@ -311,7 +318,7 @@ def per_sample_loss(parts: Components, latents, cond: dict, time_ids, timesteps,
     if parts.sdxl:
         kwargs["added_cond_kwargs"] = {"text_embeds": cond["pooled"].to(parts.weight_dtype),
                                        "time_ids": time_ids.to(parts.device, dtype=parts.weight_dtype)}
-    pred = parts.unet(noisy.to(parts.weight_dtype), timesteps, cond["prompt_embeds"].to(parts.weight_dtype),
+    pred = (parts.unet if unet is None else unet)(noisy.to(parts.weight_dtype), timesteps, cond["prompt_embeds"].to(parts.weight_dtype),
                       **kwargs, return_dict=False)[0].float()
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(latents, noise, timesteps)
@@ -403,9 +410,11 @@ def list_checkpoints(work_dir: Path) -> list[Path]:
 # ---------------------------------------------------------------- the loop
 
 def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, class_examples: list[Example] | None = None,
-               work_dir=None, cache_dir=None, stop_after: int | None = None, code_version: str = "") -> TrainResult:
-    """Train (or resume) a LoRA; see the module docstring. ``stop_after`` ends the loop after
-    that many steps without writing the output (used to test kill-and-resume)."""
+               pairs: list | None = None, work_dir=None, cache_dir=None, stop_after: int | None = None,
+               code_version: str = "") -> TrainResult:
+    """Train (or resume) a LoRA; see the module docstring. ``pairs`` (:class:`training.dpo.PreferencePair`)
+    feed the ``dpo`` / ``sft+dpo`` objectives. ``stop_after`` ends the loop after that many
+    steps without writing the output (used to test kill-and-resume)."""
     import torch
     from accelerate import Accelerator
     from diffusers.optimization import get_scheduler
@@ -427,16 +436,26 @@ def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, clas
             config.rank, config.alpha = warm_rank, warm_alpha
     groups = add_lora(parts, config)
     if config.warm_start:
-        load_adapter_into_unet(parts, config.warm_start)
+        load_adapter_into_unet(parts.unet, config.warm_start)
     if config.gradient_checkpointing:
         parts.unet.enable_gradient_checkpointing()
         parts.unet.train()
 
     cache_text = not config.train_text_encoder
-    data = PreparedData(parts, examples, config.resolution, cache_dir, cache_text)
+    sft, dpo = config.objective != "dpo", config.objective != "sft"
+    data = PreparedData(parts, examples if sft else [], config.resolution, cache_dir, cache_text)
     prior = PreparedData(parts, class_examples, config.resolution, cache_dir, cache_text) if class_examples else None
-    if not data.items:
+    if sft and not data.items:
         raise ValueError("no readable training images: " + "; ".join(d["reason"] for d in data.dropped[:3]))
+    pair_data = reference = None
+    if dpo:
+        from training.dpo import PairData, load_reference
+
+        pair_data = PairData(PreparedData, parts, list(pairs or []), config.resolution, cache_dir, cache_text)
+        if not pair_data.pairs:
+            raise ValueError(f"objective {config.objective} needs preference pairs with readable images "
+                             f"({len(pairs or [])} given, {pair_data.dropped} dropped)")
+        reference = load_reference(parts, config.reference)
 
     optimizer = torch.optim.AdamW(groups, weight_decay=1e-2)
     lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer, num_warmup_steps=config.lr_warmup_steps,
@@ -444,7 +463,8 @@ def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, clas
     parts.unet, optimizer, lr_scheduler = accelerator.prepare(parts.unet, optimizer, lr_scheduler)
     generator = torch.Generator().manual_seed(config.seed + 10_000 * accelerator.process_index)
     rank, world = accelerator.process_index, accelerator.num_processes
-    sampler = Sampler(len(data.items), config.batch_size, config.seed, rank, world)
+    sampler = Sampler(len(data.items), config.batch_size, config.seed, rank, world) if sft else None
+    pair_sampler = Sampler(len(pair_data.pairs), config.batch_size, config.seed + 2, rank, world) if dpo else None
     prior_sampler = Sampler(len(prior.items), config.batch_size, config.seed + 1, rank, world) if prior else None
 
     step, losses = 0, []
@@ -471,10 +491,15 @@ def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, clas
         total = None
         for micro in range(config.gradient_accumulation_steps):
             draw = step * config.gradient_accumulation_steps + micro  # each micro-batch its own images
-            batches = [(data, sampler.batch(draw), False)] + \
+            batches = ([(data, sampler.batch(draw), False)] if sft else []) + \
                 ([(prior, prior_sampler.batch(draw), True)] if prior else [])
             with accelerator.accumulate(parts.unet):
-                loss = _batch_loss(parts, config, batches, generator, cache_text)
+                loss = _batch_loss(parts, config, batches, generator, cache_text) if batches else 0.0
+                if dpo:
+                    from training.dpo import dpo_batch_loss
+
+                    loss = loss + dpo_batch_loss(parts, reference, config, pair_data, pair_sampler.batch(draw),
+                                                 generator, cache_text)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm:
                     accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], config.max_grad_norm)
@@ -500,6 +525,9 @@ def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, clas
             json.dumps({**asdict(config), "mixed_precision_used": precision, "code_version": code_version},
                        indent=2, sort_keys=True))
     stats = data.stats()
+    if pair_data:
+        stats["pairs"], stats["pairs_dropped"] = len(pair_data.pairs), pair_data.dropped
+        stats.update({f"pair_{k}": v for k, v in pair_data.images.stats().items()})
     if prior:
         stats["prior_dropped"] = len(prior.dropped)
     stats["dropped_images"] = data.dropped
@@ -592,29 +620,37 @@ def _weights_file(location: str) -> Path:
     return path / WEIGHTS_NAME if path.is_dir() else path
 
 
-def lora_rank_alpha(location: str) -> tuple[int, float]:
-    """Rank and alpha of a saved adapter, from its safetensors metadata."""
+def adapter_config(location: str) -> tuple[int, float, list[str]]:
+    """Rank, alpha and target modules of a saved adapter, from its safetensors metadata."""
     from safetensors import safe_open
 
     with safe_open(str(_weights_file(location)), framework="pt") as f:
         meta = json.loads((f.metadata() or {}).get("lora_adapter_metadata", "{}"))
     if "unet.r" not in meta:  # diffusers stores the UNet's LoraConfig flat as "unet.<field>"
         raise ValueError(f"adapter at {location} has no rank metadata; retrain or start from base")
-    return int(meta["unet.r"]), float(meta.get("unet.lora_alpha", meta["unet.r"]))
+    targets = meta.get("unet.target_modules") or UNET_TARGETS
+    return int(meta["unet.r"]), float(meta.get("unet.lora_alpha", meta["unet.r"])), sorted(targets)
 
 
-def load_adapter_into_unet(parts: Components, location: str) -> None:
-    """Warm start: copy a saved diffusers-format LoRA into the freshly added 'default' adapter."""
+def lora_rank_alpha(location: str) -> tuple[int, float]:
+    """Rank and alpha of a saved adapter, from its safetensors metadata."""
+    rank, alpha, _ = adapter_config(location)
+    return rank, alpha
+
+
+def load_adapter_into_unet(unet, location: str) -> None:
+    """Copy a saved diffusers-format LoRA into the UNet's 'default' adapter: the warm start,
+    and DPO's reference."""
     from diffusers.utils import convert_unet_state_dict_to_peft
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     state = load_file(str(_weights_file(location)))
     unet_state = {k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")}
-    result = set_peft_model_state_dict(parts.unet, convert_unet_state_dict_to_peft(unet_state), adapter_name="default")
+    result = set_peft_model_state_dict(unet, convert_unet_state_dict_to_peft(unet_state), adapter_name="default")
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
-        raise ValueError(f"warm-start adapter does not match the target modules: {unexpected[:3]}")
+        raise ValueError(f"adapter does not match the target modules: {unexpected[:3]}")
 
 
 def code_version() -> str:
