@@ -42,7 +42,7 @@
   `canary_min_lift`); `settle_canary` promotes or retires it with the reason.
 - **require_approval**: a promotion the ratings support first waits in `approve_promotion`
   (standard provider `ApprovalOperator`, deferred to the triggerer) showing the verdict, the
-  gate's reasons and the contact sheet; Reject or no answer in `SLEEVE_APPROVAL_TIMEOUT_HOURS`
+  gate's reasons and the contact sheet; Reject or no answer in `approval_timeout_hours`
   retires the canary.
 - **Idempotent**: a run already `trained`/`skipped` for the interval trains nothing again;
   a retried train task reuses a finished adapter and resumes from its checkpoints.
@@ -51,15 +51,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, task
+from sleeve_airflow.approval import PromotionApproval
 from sleeve_airflow.assets import STYLE_MODEL
 from sleeve_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, weekly_interval
 from sleeve_airflow.gpu import gpu_task_kwargs
-
-from sleeve.settings import get_settings
 
 
 @dag(
@@ -126,6 +122,8 @@ from sleeve.settings import get_settings
                                  description="Stars the interval's lower end must exceed to promote the canary."),
         "require_approval": Param(False, type="boolean",
                                   description="A person approves each canary promotion (Airflow HITL)."),
+        "approval_timeout_hours": Param(48, type="number", exclusiveMinimum=0,
+                                        description="No answer for this long: the promotion is rejected."),
         "dry_run": Param(False, type="boolean", description="Build the snapshot only."),
     },
 )
@@ -149,12 +147,10 @@ def weekly_retrain():
         return bool(context["params"]["require_approval"] and verdict.get("decision") == "promote"
                     and not verdict.get("applied"))
 
-    approve_promotion = ApprovalOperator(
+    approve_promotion = PromotionApproval(
         task_id="approve_promotion",
         subject="Promote canary {{ ti.xcom_pull(task_ids='assess_canary')['version'] }} to production?",
         body="{{ ti.xcom_pull(task_ids='assess_canary')['body'] }}",
-        defaults="Reject",  # unanswered within the timeout: rejected
-        response_timeout=timedelta(hours=get_settings().approval_timeout_hours),
     )
 
     @task(multiple_outputs=False)

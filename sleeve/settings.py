@@ -46,17 +46,6 @@ def _share(env: dict, name: str, default: float) -> float:
     return value
 
 
-def _hours(env: dict, name: str, default: float) -> float:
-    raw = env.get(name, str(default)).strip()
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number; set hours, e.g. {default:g}") from None
-    if value <= 0:
-        raise SettingsError(f"{name}={value} must be more than 0 hours, e.g. {default:g}")
-    return value
-
-
 def _positive_int(env: dict, name: str, default: int) -> int:
     raw = env.get(name, str(default)).strip()
     try:
@@ -93,7 +82,6 @@ class Settings:
     gen_size: int = 64  # generated image side in px (tiny model); SDXL: SLEEVE_GEN_SIZE=1024
     gen_steps: int = 4  # sampling steps per image; SDXL: SLEEVE_GEN_STEPS=30
     canary_share: float = 0.2  # share of new requests a canary model serves (batch_generate)
-    approval_timeout_hours: float = 48.0  # weekly_retrain require_approval: unanswered this long = rejected
     # crawl_songs: source, endpoints, politeness
     crawl_source: str = "sample"
     musicbrainz_url: str = "https://musicbrainz.org"
@@ -239,7 +227,6 @@ def load_settings(env: dict | None = None) -> Settings:
         gen_size=_positive_int(env, "SLEEVE_GEN_SIZE", Settings.gen_size),
         gen_steps=_positive_int(env, "SLEEVE_GEN_STEPS", Settings.gen_steps),
         canary_share=_share(env, "SLEEVE_CANARY_SHARE", Settings.canary_share),
-        approval_timeout_hours=_hours(env, "SLEEVE_APPROVAL_TIMEOUT_HOURS", Settings.approval_timeout_hours),
         pii_key=env.get("SLEEVE_PII_KEY") or Settings.pii_key,
         **_crawl_settings(env),
     )
