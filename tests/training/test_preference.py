@@ -119,3 +119,15 @@ def test_bad_preference_settings_name_themselves(bad):
 
     with pytest.raises(ValueError, match=next(iter(bad))):
         SnapshotConfig(**bad)
+
+
+def test_an_image_row_without_a_uri_is_dropped_with_the_reason(warehouse, store):
+    """Rows written without a URI (a failed upload, a hand-made row) are a bad input, not a crash."""
+    from training.snapshot import SnapshotConfig, build_snapshot
+
+    warehouse.upsert("images", [{"image_id": "nouri", "request_id": "rq-x", "image_index": 0, "model_version": "base",
+                                 "adapters": "[]", "created_at": DAY}])
+    warehouse.upsert("reviews", [{"review_id": "rv-nouri", "image_id": "nouri", "user_id": "u1", "rating": 5,
+                                  "created_at": DAY}])
+    snap = build_snapshot(warehouse, store, WEEK_START, WEEK_END, SnapshotConfig(include_covers=False))
+    assert {"ref": "nouri", "uri": None, "reason": "unreadable: no image URI recorded"} in snap["dropped"]
