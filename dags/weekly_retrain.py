@@ -167,8 +167,8 @@ def weekly_retrain():
 
         from training.canary import apply
 
-        answer = context["ti"].xcom_pull(task_ids="approve_promotion")
-        approval = None if not answer else answer.get("chosen_options") == ["Approve"]
+        ti = context["ti"]  # asked (needs_approval True) and `approved` ran: yes; asked and skipped: no
+        approval = bool(ti.xcom_pull(task_ids="approved")) if ti.xcom_pull(task_ids="needs_approval") else None
         return apply(WarehouseHook().warehouse, verdict, context["dag_run"].run_after, approved=approval)
 
     @task(multiple_outputs=False)
