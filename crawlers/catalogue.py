@@ -113,7 +113,8 @@ def _lyrics(rng: random.Random, korean: bool, words: list[str]) -> str:
 
 
 def build_catalogue(n_songs: int = 24, seed: int = 7, *, defects: bool = True, revision: int = 0,
-                    cover_size: int = 256) -> Catalogue:
+                    cover_size: int = 256, id_base: int = 0) -> Catalogue:
+    """``id_base`` shifts the Melon ids, so that several catalogues can be crawled together."""
     rng = random.Random(seed)
     n_melon = max(2, round(n_songs * 2 / 3))
     albums: list[SampleAlbum] = []
@@ -127,7 +128,7 @@ def build_catalogue(n_songs: int = 24, seed: int = 7, *, defects: bool = True, r
         fmt = "JPEG" if index % 3 == 0 else "PNG"
         album = SampleAlbum(
             shape=shape,
-            melon_id=str(11_000_000 + index * 37),
+            melon_id=str(11_000_000 + id_base + index * 37),
             release_id=str(uuid.uuid5(NAMESPACE, f"release-{seed}-{index}")),
             title=f"{word_ko}의 {word_en}" if korean else f"{word_en} Sessions",
             artist=rng.choice(KO_ARTISTS if korean else EN_ARTISTS),
@@ -146,7 +147,7 @@ def build_catalogue(n_songs: int = 24, seed: int = 7, *, defects: bool = True, r
                 lyrics = ""  # served as Melon's "가사 준비중입니다." placeholder
             if revision and made % 5 == 0 and lyrics:
                 lyrics += f"\n(개정 {revision} / revision {revision})"
-            song = SampleSong(melon_id=str(30_000_000 + made * 113),
+            song = SampleSong(melon_id=str(30_000_000 + id_base + made * 113),
                               recording_id=str(uuid.uuid5(NAMESPACE, f"recording-{seed}-{made}")),
                               title=title, artist=album.artist, lyrics=lyrics, track_no=track, album=album)
             album.songs.append(song)

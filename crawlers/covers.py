@@ -10,10 +10,14 @@ import io
 import warnings
 from dataclasses import dataclass
 
-import imagehash
-from PIL import Image
+import imagehash  # noqa: F401  imported now, not inside the first crawl thread that hashes a cover
+import scipy.fftpack  # noqa: F401  imagehash.phash imports it on first use, stalling every crawl thread for ~1 s
+from PIL import Image, ImageOps  # noqa: F401  ImageOps: sleeve.phash applies EXIF orientation with it
 
 from sleeve.ids import sha256_bytes
+from sleeve.phash import phash_hex
+
+Image.init()  # load every format plugin now, not inside the first crawl thread that opens a cover
 
 FORMATS = {"JPEG": ("jpg", "image/jpeg"), "PNG": ("png", "image/png"), "WEBP": ("webp", "image/webp"),
            "GIF": ("gif", "image/gif")}
@@ -73,7 +77,7 @@ def validate_cover(data: bytes, limits: CoverLimits = CoverLimits()) -> Cover:
                 if max(width, height) / min(width, height) > limits.max_aspect:
                     raise CoverError("bad_aspect", f"{width}x{height} is not cover-shaped")
                 probe.load()  # full decode: truncated files fail here
-                phash = str(imagehash.phash(probe.convert("RGB")))
+                phash = phash_hex(probe)  # the snapshot's hash: EXIF orientation applied
     except CoverError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

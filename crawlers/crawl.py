@@ -1,25 +1,35 @@
-"""Crawl orchestration: plan work items, fetch them with bounded concurrency, record each one.
+"""Crawl orchestration: plan work items, fetch them on a host-aware scheduler, record each one.
 
-A run is identified by (dag, source, data interval). Each finished work item is written at
-once (cover object, songs/covers rows, quarantine rows, then its ``crawl_items`` ledger rows),
-so a crash loses at most the items in flight, and a re-run of the same interval skips every
-item already in the ledger. Stats are computed from the ledger, so a resumed run reports the
-same totals as an uninterrupted one. Bad input is quarantined with its reason; network
-failures that survive retries are ``error`` items, retried by the next attempt.
+A run is identified by (dag, source, data interval). Planning (a chart, a release search) and
+the work it yields (a song page, a release) run on :class:`crawlers.schedule.HostScheduler`,
+which keeps every host busy up to its rate limit; the main thread records finished items as
+they come. Items are written in batches (cover object first, then songs/covers/quarantine rows,
+then their ``crawl_items`` ledger rows), so a crash loses at most the unwritten batch, and a
+re-run of the same interval skips every item already in the ledger. Stats are computed from
+the ledger, so a resumed run reports the same totals as an uninterrupted one.
+
+Bad input is quarantined with its reason, one item at a time: a bad cover costs only the cover
+(its songs are kept), a bad track only the track, a bad search page only what follows it.
+Failures that a later attempt may fix (network, 5xx after retries) are ``error`` items,
+retried by the next attempt. The stage row is closed whatever happens: success, partial,
+blocked, or failed with the reason.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from crawlers.covers import CoverError, CoverLimits, store_cover, validate_cover
-from crawlers.http import FetchError, HttpClient, TooLarge
+from crawlers.http import FetchError, HttpClient, host_of, rewrite_url
 from crawlers.melon import Blocked, MelonClient
 from crawlers.musicbrainz import MusicBrainzClient, user_agent
 from crawlers.parsers import ParseError, SongRecord
+from crawlers.schedule import HostScheduler
 from sleeve.ids import content_hash, stable_id
 from sleeve.stages import record_stage
 
@@ -31,10 +41,15 @@ SAMPLE_RATE = 50.0  # req/s per host for the loopback sample site (our own serve
 DEFAULT_MB_QUERY = "status:official"
 SAMPLE_LICENCE = "CC0-1.0 (synthetic sample catalogue)"
 COUNTED = ("new", "updated", "unchanged", "quarantined", "filtered", "blocked", "error")
+# FetchError kinds that retrying cannot fix, as quarantine reasons
+PERMANENT_REASONS = {"not_found": "not_found", "redirect": "bad_redirect", "bad_url": "bad_url",
+                     "too_large": "too_large", "http": "http_error"}
+COVER_FIELDS = ("sha256", "uri", "width", "height", "format", "size_bytes", "phash", "source_url", "license",
+                "attribution")
 
 
 class CrawlError(RuntimeError):
-    """The crawl could not do its job (nothing fetched, or planning failed); stats are recorded."""
+    """The crawl could not do its job (nothing succeeded); stats are recorded."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +70,7 @@ class CrawlRequest:
 
 @dataclass
 class Item:
-    """The outcome of one song (or page) within a work item, before it is recorded."""
+    """The outcome of one song (or page, or cover) within a work item, before it is recorded."""
 
     item_key: str
     url: str | None
@@ -68,39 +83,77 @@ class Item:
 
 @dataclass(frozen=True)
 class Work:
+    """One unit fetched: ``plan`` (a chart or a release search, yielding more work), ``melon``
+    (a song) or ``musicbrainz`` (a release). ``url`` is its first request (its host's queue)."""
+
     key: str
-    kind: str  # melon | musicbrainz
+    kind: str
     client: object = field(compare=False)
     payload: object = field(compare=False)
     url: str | None = None
 
 
+@dataclass
+class Plan:
+    work: list[Work]
+    items: list[Item]  # planning outcomes: duplicates in a chart, a blocked chart, a bad search page
+
+
+def failure_item(key: str, exc: Exception, *, cover: bool = False) -> Item:
+    """The outcome of an item whose fetch or parse failed: quarantined with a reason when
+    retrying cannot help, an ``error`` (retried by the next attempt) when it might."""
+    if isinstance(exc, Blocked):
+        return Item(key, None, outcome="blocked", reason="robots_disallowed", detail=str(exc))
+    if isinstance(exc, ParseError | CoverError):
+        return Item(key, None, outcome="quarantined", reason=exc.reason, detail=exc.detail)
+    if isinstance(exc, FetchError):
+        if not exc.permanent:
+            return Item(key, exc.url, outcome="error", reason="fetch_failed", detail=str(exc))
+        reason = PERMANENT_REASONS.get(exc.kind, exc.kind)
+        return Item(key, exc.url, outcome="quarantined", detail=exc.reason,
+                    reason="cover_too_large" if cover and reason == "too_large" else reason)
+    raise exc
+
+
 class Crawler:
     def __init__(self, warehouse, store, *, run_id: str, stage: str, interval: tuple[datetime, datetime],
-                 limits: CoverLimits | None = None, since: date | None = None, flush_every: int = 8):
+                 limits: CoverLimits | None = None, since: date | None = None, flush_every: int = 5000,
+                 flush_interval_s: float = 1.0):
         self.warehouse, self.store, self.run_id, self.stage = warehouse, store, run_id, stage
         self.interval_start, self.ts = interval
         self.limits, self.since = limits or CoverLimits(), since
-        # Items are written in small batches: each warehouse write has a fixed cost (a MERGE),
-        # so a crash loses at most the unwritten batch (re-fetched on resume; covers are
-        # content-addressed, so nothing is stored twice). flush_every=1 writes item by item.
-        self.flush_every = max(1, flush_every)
+        # Each warehouse write has a fixed cost (a MERGE: on the embedded DuckDB of a busy machine
+        # up to seconds, whatever the row count), so items are written in batches: what finished
+        # within each flush_interval_s, and at the latest every flush_every items. A crash loses at
+        # most the unwritten batch (re-fetched on resume; covers are content-addressed, so nothing
+        # is stored twice). flush_every=1 writes item by item.
+        self.flush_every, self.flush_interval_s = max(1, flush_every), flush_interval_s
         self._pending: list[tuple[str, list[Item]]] = []
         self._errored: set[str] = set()
         self._cover_lock = threading.Lock()
-        self._covers: dict[str, tuple] = {}
+        self._covers: dict[str, tuple] = {}  # cover URL -> ("ok", fields) | ("failed", exception)
         self._seen: dict[str, str] = {}  # song_id -> item_key recorded in this run
+        self.first_error: str | None = None
 
-    # -- planning ----------------------------------------------------------------------------
-    def plan_melon(self, client: MelonClient, request: CrawlRequest) -> tuple[list[Work], list[Item]]:
-        key = f"melon:chart:{request.chart}"
+    # -- planning (on the scheduler, like any work) --------------------------------------------
+    def plan(self, kind: str, client, request: CrawlRequest) -> Work:
+        """The planning work item for one source."""
+        if kind == "melon":
+            return Work(f"melon:chart:{request.chart}", "plan", client, request, client.chart_url(request.chart))
+        return Work("musicbrainz:search", "plan", client, request, client.search_url())
+
+    def _plan(self, work: Work) -> Plan:
         try:
-            entries = client.chart(request.chart)
-        except Blocked as exc:
-            log.warning("%s", exc)
-            return [], [Item(key, None, outcome="blocked", reason="robots_disallowed", detail=str(exc))]
-        except ParseError as exc:
-            return [], [Item(key, None, outcome="quarantined", reason=exc.reason, detail=exc.detail)]
+            if isinstance(work.client, MelonClient):
+                return self.plan_melon(work.client, work.payload)
+            return self.plan_musicbrainz(work.client, work.payload)
+        except (Blocked, ParseError, FetchError) as exc:
+            if isinstance(exc, Blocked):
+                log.warning("%s", exc)
+            return Plan([], [failure_item(work.key, exc)])
+
+    def plan_melon(self, client: MelonClient, request: CrawlRequest) -> Plan:
+        entries = client.chart(request.chart)
         work, extra, seen = [], [], {}
         for entry in entries:
             if not entry.song_id:
@@ -111,103 +164,107 @@ class Crawler:
                                   detail=f"song {entry.song_id} already listed at rank {seen[entry.song_id]}"))
             else:
                 seen[entry.song_id] = entry.rank
-                work.append(Work(f"melon:song:{entry.song_id}", "melon", client, entry))
-        return work[: request.limit] if request.limit else work, extra
+                work.append(Work(f"melon:song:{entry.song_id}", "melon", client, entry, client.song_url(entry)))
+        return Plan(work[: request.limit] if request.limit else work, extra)
 
-    def plan_musicbrainz(self, client: MusicBrainzClient, request: CrawlRequest) -> tuple[list[Work], list[Item]]:
+    def plan_musicbrainz(self, client: MusicBrainzClient, request: CrawlRequest) -> Plan:
         query = request.query + (f" AND date:[{request.since.isoformat()} TO *]" if request.since else "")
-        try:
-            releases = client.search_releases(query, limit=request.limit, since=request.since)
-        except ParseError as exc:
-            return [], [Item("musicbrainz:search", None, outcome="quarantined", reason=exc.reason, detail=exc.detail)]
-        return [Work(f"musicbrainz:release:{r['id']}", "musicbrainz", client, r) for r in releases], []
+        releases, stopped = client.search_releases(query, limit=request.limit, since=request.since)
+        extra = [failure_item(f"musicbrainz:search:page-after:{len(releases)}", stopped)] if stopped else []
+        return Plan([Work(f"musicbrainz:release:{r['id']}", "musicbrainz", client, r, client.release_url(r["id"]))
+                     for r in releases], extra)
 
     # -- fetching (worker threads: network, parsing, cover validation and storage) ------------
-    def fetch(self, work: Work) -> list[Item]:
+    def fetch(self, work: Work) -> list[Item] | Plan:
+        if work.kind == "plan":
+            return self._plan(work)
         try:
-            return self._fetch_melon(work) if work.kind == "melon" else self._fetch_musicbrainz(work)
-        except Blocked as exc:
-            return [Item(work.key, None, outcome="blocked", reason="robots_disallowed", detail=str(exc))]
-        except (ParseError, CoverError) as exc:
-            return [Item(work.key, None, outcome="quarantined", reason=exc.reason, detail=exc.detail)]
-        except TooLarge as exc:
-            return [Item(work.key, exc.url, outcome="quarantined", reason="cover_too_large", detail=exc.reason)]
-        except FetchError as exc:
-            if exc.status in (404, 410):
-                return [Item(work.key, exc.url, outcome="quarantined", reason="not_found", detail=exc.reason)]
-            return [Item(work.key, exc.url, outcome="error", reason="fetch_failed", detail=exc.reason)]
+            items = self._fetch_melon(work) if work.kind == "melon" else self._fetch_musicbrainz(work)
+        except (Blocked, ParseError, CoverError, FetchError) as exc:
+            items = [failure_item(work.key, exc)]
+        for item in items:  # the URL as recorded: the sample site's port changes every run
+            item.url = item.url and rewrite_url(item.url, getattr(work.client, "rewrites", {}))
+        return items
 
     def _fetch_melon(self, work: Work) -> list[Item]:
         client: MelonClient = work.client
         record = client.song(work.payload)
-        return [self._with_cover(Item(work.key, record.source_url, record=record), client)]
+        item = Item(work.key, record.source_url, record=record)
+        return [item] + self._with_cover(work, item, client)
 
     def _fetch_musicbrainz(self, work: Work) -> list[Item]:
         client: MusicBrainzClient = work.client
-        records, bad = client.release(work.payload["id"])
+        release = client.release(work.payload["id"])
         items = [Item(f"musicbrainz:recording:{rid}", None, outcome="quarantined", reason=exc.reason,
-                      detail=exc.detail) for rid, exc in bad]
-        good = [Item(f"musicbrainz:recording:{r.source_id}", r.source_url, record=r) for r in records]
-        if good:
-            try:  # one cover per release, shared by its tracks
-                self._with_cover(good[0], client)
-            except (CoverError, TooLarge) as exc:
-                reason = getattr(exc, "reason", "cover_too_large")
-                reason = "cover_too_large" if isinstance(exc, TooLarge) else reason
-                return items + [Item(i.item_key, i.url, outcome="quarantined", reason=reason, detail=str(exc))
-                                for i in good]
+                      detail=exc.detail) for rid, exc in release.bad]
+        good = [Item(f"musicbrainz:recording:{r.source_id}", r.source_url, record=r) for r in release.records]
+        if good and release.front_cover is not False:  # one cover per release, shared by its tracks
+            items += self._with_cover(work, good[0], client)
             for item in good[1:]:
                 item.cover = good[0].cover
         return items + good
 
-    def _with_cover(self, item: Item, client) -> Item:
+    def _with_cover(self, work: Work, item: Item, client) -> list[Item]:
+        """Fetch, validate and store the song's cover (once per cover URL: songs of one album
+        share it) and set ``item.cover``; a cover that fails is its own item, the song stays."""
         url = item.record.cover_url or f"{item.record.source}:{item.record.album_id}"
         with self._cover_lock:
             known = self._covers.get(url)
-        if known is None:  # songs of one album share the cover: fetch and validate it once
-            got = client.cover(item.record)
-            if got is None:
-                return item
-            data, source_url = got
-            cover = validate_cover(data, self.limits)
-            uri, _ = store_cover(self.store, data, cover)
-            known = (cover, uri, source_url)
+        if known is None:
+            try:
+                got = client.cover(item.record)
+                if got is None:
+                    return []
+                data, source_url = got
+                cover = validate_cover(data, self.limits)
+                uri, _ = store_cover(self.store, data, cover)
+                known = ("ok", {"sha256": cover.sha256, "uri": uri, "width": cover.width, "height": cover.height,
+                                "format": cover.format, "size_bytes": cover.size_bytes, "phash": cover.phash,
+                                "source_url": source_url})
+            except (Blocked, CoverError, FetchError) as exc:
+                known = ("failed", exc)
             with self._cover_lock:
                 self._covers[url] = known
-        cover, uri, source_url = known
-        item.cover = {"sha256": cover.sha256, "uri": uri, "width": cover.width, "height": cover.height,
-                      "format": cover.format, "size_bytes": cover.size_bytes, "phash": cover.phash,
-                      "source_url": source_url, "license": client.licence(item.record),
-                      "attribution": client.attribution(item.record)}
-        return item
+        status, value = known
+        if status == "failed":
+            failed = failure_item(f"{work.key}:cover", value, cover=True)
+            failed.url = failed.url or item.record.cover_url
+            return [failed]
+        item.cover = {**value, "license": client.licence(item.record), "attribution": client.attribution(item.record)}
+        return []
 
     # -- recording (main thread) -------------------------------------------------------------
     def done_work(self) -> set[str]:
         rows = self.warehouse.query(
-            "SELECT work_key, COUNTIF(outcome = 'error') AS errors FROM crawl_items WHERE run_id = @run "
-            "GROUP BY work_key", {"run": self.run_id})
-        for row in self.warehouse.query("SELECT song_id, item_key FROM crawl_items WHERE run_id = @run AND "
-                                        "song_id IS NOT NULL AND outcome != 'quarantined'", {"run": self.run_id}):
-            self._seen[row["song_id"]] = row["item_key"]
-        self._errored = {r["work_key"] for r in rows if r["errors"]}
-        return {r["work_key"] for r in rows if not r["errors"]}
+            "SELECT work_key, item_key, song_id, outcome FROM crawl_items WHERE run_id = @run", {"run": self.run_id})
+        for row in rows:
+            if row["song_id"] and row["outcome"] != "quarantined":
+                self._seen[row["song_id"]] = row["item_key"]
+        self._errored = {r["work_key"] for r in rows if r["outcome"] == "error"}
+        return {r["work_key"] for r in rows} - self._errored
 
     def record(self, work_key: str, items: list[Item]) -> None:
-        """Queue a finished work item; written by the next :meth:`flush`."""
+        """Queue a finished work item; written by the next :meth:`flush` (at once when
+        ``flush_every`` items are waiting)."""
         self._pending.append((work_key, items))
+        for item in items:
+            if item.outcome == "error" and self.first_error is None:
+                self.first_error = f"{item.item_key}: {item.detail or item.reason}"
         if len(self._pending) >= self.flush_every:
             self.flush()
 
     def flush(self) -> None:
         """Write queued items: songs/covers/quarantine rows first, the ledger last (an item
         counts as done only once its ledger rows exist)."""
+        self._last_flush = time.monotonic()
         if not self._pending:
             return
         pending, self._pending = self._pending, []
         ids = [stable_id(i.record.source, i.record.source_id) for _, items in pending for i in items if i.record]
+        cover_columns = ", ".join(f"c.{c} AS cover_{c}" for c in (*COVER_FIELDS, "created_at"))
         previous = {r["song_id"]: r for r in self.warehouse.query(
-            "SELECT song_id, content_hash, crawl_run_id, first_seen_at FROM songs WHERE song_id IN UNNEST(@ids)",
-            {"ids": ids})} if ids else {}
+            f"SELECT s.song_id, s.content_hash, s.crawl_run_id, s.first_seen_at, {cover_columns} FROM songs s "
+            "LEFT JOIN covers c ON c.song_id = s.song_id WHERE s.song_id IN UNNEST(@ids)", {"ids": ids})} if ids else {}
         songs, covers, quarantine, ledger = [], [], [], []
         for work_key, items in pending:
             for item in items:
@@ -233,6 +290,7 @@ class Crawler:
         if retried:  # an item that failed before and succeeded now: drop its old error rows
             self.warehouse.execute("DELETE FROM crawl_items WHERE run_id = @run AND work_key IN UNNEST(@keys) "
                                    "AND outcome = 'error'", {"run": self.run_id, "keys": retried})
+            self._errored -= set(retried)
         self.warehouse.upsert("crawl_items", ledger)
 
     def _classify(self, item: Item, song_id: str, prev: dict | None, songs: list, covers: list) -> None:
@@ -261,8 +319,12 @@ class Crawler:
             "release_date": record.release_date, "genre": record.genre, "lyrics": record.lyrics,
             "source_url": record.source_url, "content_hash": digest, "crawl_run_id": self.run_id,
             "first_seen_at": prev["first_seen_at"] if prev else self.ts, "updated_at": self.ts})
-        if item.cover:
-            covers.append({"song_id": song_id, **item.cover, "created_at": self.ts})
+        # First seen never moves (an earlier week's snapshot must not change); a changed cover
+        # moves updated_at; an unchanged one is not rewritten.
+        before = {f: prev[f"cover_{f}"] for f in COVER_FIELDS} if prev and prev["cover_sha256"] else None
+        if item.cover and {f: item.cover.get(f) for f in COVER_FIELDS} != before:
+            first_seen = prev["cover_created_at"] if before and prev["cover_created_at"] else self.ts
+            covers.append({"song_id": song_id, **item.cover, "created_at": first_seen, "updated_at": self.ts})
 
     def stats(self) -> dict:
         rows = self.warehouse.query(
@@ -274,24 +336,58 @@ class Crawler:
                 "filtered": counts["filtered"], "blocked": counts["blocked"]}
 
     # -- the loop ----------------------------------------------------------------------------
-    def run(self, http: HttpClient, plans: list[tuple[list[Work], list[Item]]], on_item=None) -> dict:
+    def run(self, http: HttpClient, plans: list[Work], on_item=None) -> dict:
+        """Plan and crawl on one scheduler: each plan's work is queued as soon as it is planned,
+        so one source's pages are fetched while another is still being planned. The main thread
+        records results as they come and writes them once per ``flush_interval_s``, everything
+        finished by then in one batch (the slower the warehouse, the bigger the batch)."""
         done = self.done_work()
-        for work, extra in plans:
-            for item in extra:  # planning outcomes (duplicates in a chart, a blocked chart, ...)
-                self.record(item.item_key, [item])
-            todo = [w for w in work if w.key not in done]
-            if len(todo) < len(work):
-                log.info("resuming: %d of %d items already done in run %s", len(work) - len(todo), len(work),
-                         self.run_id)
-            for work_item, items, exc in http.map(self.fetch, todo):
-                if exc is not None:  # a bug, not bad input: record it, keep going, fail at the end
-                    log.error("crawling %s failed", work_item.key, exc_info=exc)
-                    items = [Item(work_item.key, None, outcome="error", reason=type(exc).__name__, detail=str(exc))]
-                self.record(work_item.key, items)
-                if on_item:
-                    on_item(work_item, items)
+        scheduler = HostScheduler(http.limiter, http.max_workers)
+        self._last_flush = time.monotonic()
+        try:
+            for plan in plans:
+                scheduler.submit(self.fetch, plan, host_of(plan.url))
+            while scheduler.outstanding:
+                wait = max(0.0, self._last_flush + self.flush_interval_s - time.monotonic())
+                try:
+                    self._take(scheduler, *scheduler.get(timeout=wait if self._pending else None), done, on_item)
+                except queue.Empty:
+                    pass
+                if self._pending and time.monotonic() - self._last_flush >= self.flush_interval_s:
+                    while scheduler.pending_results():
+                        self._take(scheduler, *scheduler.get(), done, on_item)
+                    self.flush()
+        finally:
+            scheduler.close()
         self.flush()
         return self.stats()
+
+    def _take(self, scheduler: HostScheduler, work: Work, result, exc, done: set[str], on_item) -> None:
+        """Record one finished work item (queueing the work of a plan)."""
+        if exc is not None:  # a bug, not bad input: record it, keep going, fail at the end
+            log.error("crawling %s failed", work.key, exc_info=exc)
+            result = [Item(work.key, None, outcome="error", reason=type(exc).__name__,
+                           detail=f"{type(exc).__name__}: {exc}")]
+        elif isinstance(result, Plan):
+            self._queue_planned(scheduler, work, result, done)
+            result = result.items
+        if result or work.kind != "plan":  # a plan without outcomes of its own leaves no row
+            self.record(work.key, result)
+            if on_item:
+                on_item(work, result)
+
+    def _queue_planned(self, scheduler: HostScheduler, plan: Work, result: Plan, done: set[str]) -> None:
+        if plan.key in self._errored and not any(i.outcome == "error" for i in result.items):
+            # planning failed in an earlier attempt and works now: its error rows go
+            self.warehouse.execute("DELETE FROM crawl_items WHERE run_id = @run AND work_key = @key "
+                                   "AND outcome = 'error'", {"run": self.run_id, "key": plan.key})
+            self._errored.discard(plan.key)
+        todo = [w for w in result.work if w.key not in done]
+        if len(todo) < len(result.work):
+            log.info("resuming: %d of %d items of %s already done in run %s", len(result.work) - len(todo),
+                     len(result.work), plan.key, self.run_id)
+        for work in todo:
+            scheduler.submit(self.fetch, work, host_of(work.url))
 
 
 def build_crawler_clients(request: CrawlRequest, settings, urls: dict[str, str] | None = None):
@@ -300,14 +396,7 @@ def build_crawler_clients(request: CrawlRequest, settings, urls: dict[str, str] 
         contact = settings.crawl_contact or "sample crawl on loopback"
         http = HttpClient(user_agent(contact), rate_per_host=SAMPLE_RATE, max_retries=3, backoff_base=0.05,
                           max_workers=settings.crawl_workers)
-        rewrites = {urls["melon"]: "sample://melon", urls["melon_cdn"]: "sample://melon-cdn",
-                    urls["coverart"]: "sample://coverart"}
-        melon = MelonClient(http, urls["melon"], obey_robots=request.obey_robots, source="sample", rewrites=rewrites)
-        mb = MusicBrainzClient(http, urls["musicbrainz"], urls["coverart"], source="sample", rewrites=rewrites,
-                               public_web="sample://musicbrainz")
-        for client in (melon, mb):
-            client.licence = lambda record: SAMPLE_LICENCE
-        return http, [("melon", melon), ("musicbrainz", mb)]
+        return http, sample_clients(http, urls, obey_robots=request.obey_robots)
     http = HttpClient(user_agent(settings.crawl_contact), rate_per_host=settings.crawl_rate,
                       max_workers=settings.crawl_workers, cache_dir=settings.home / "cache" / "http")
     if request.source == "melon":
@@ -315,12 +404,27 @@ def build_crawler_clients(request: CrawlRequest, settings, urls: dict[str, str] 
     return http, [("musicbrainz", MusicBrainzClient(http, settings.musicbrainz_url, settings.coverart_url))]
 
 
+def sample_clients(http: HttpClient, urls: dict[str, str], *, obey_robots: bool = True,
+                   source: str = "sample") -> list[tuple[str, object]]:
+    """The Melon and MusicBrainz clients for one tenant of the sample site, recording public
+    ``sample://`` URLs."""
+    rewrites = {urls["melon"]: "sample://melon", urls["melon_cdn"]: "sample://melon-cdn",
+                urls["coverart"]: "sample://coverart", urls["musicbrainz"]: "sample://musicbrainz"}
+    melon = MelonClient(http, urls["melon"], obey_robots=obey_robots, source=source, rewrites=rewrites)
+    mb = MusicBrainzClient(http, urls["musicbrainz"], urls["coverart"], source=source, rewrites=rewrites,
+                           public_web="sample://musicbrainz")
+    for client in (melon, mb):
+        client.licence = lambda record: SAMPLE_LICENCE
+    return [("melon", melon), ("musicbrainz", mb)]
+
+
 def run_crawl(request: CrawlRequest, *, settings, warehouse, store, interval: tuple[datetime, datetime],
-              run_id: str | None = None, catalogue=None, site_options: dict | None = None, on_item=None,
-              flush_every: int = 8) -> dict:
+              run_id: str | None = None, catalogue=None, site_options: dict | None = None, site=None,
+              on_item=None, flush_every: int = 5000) -> dict:
     """Crawl one source for one data interval and record its stage_runs row; returns the stats.
     Source ``sample`` serves the synthetic catalogue on loopback for the duration of the crawl
-    (``site_options``: latency / injected faults, see :class:`crawlers.sample_site.SampleSite`)."""
+    (``site_options``: latency / injected faults / charsets, see
+    :class:`crawlers.sample_site.SampleSite`), or crawls the running ``site`` given."""
     from datetime import UTC
 
     started = datetime.now(UTC)  # bookkeeping only (durations); never a key or a window
@@ -333,31 +437,48 @@ def run_crawl(request: CrawlRequest, *, settings, warehouse, store, interval: tu
     def crawl_with(urls=None):
         http, clients = build_crawler_clients(request, settings, urls)
         try:
-            plans = [crawler.plan_melon(c, request) if kind == "melon" else crawler.plan_musicbrainz(c, request)
-                     for kind, c in clients]
-            return crawler.run(http, plans, on_item), dict(http.stats)
+            stats = crawler.run(http, [crawler.plan(kind, c, request) for kind, c in clients], on_item)
+            return stats, dict(http.stats)
         finally:
             http.close()
 
-    failure = None
     try:
-        if request.source == "sample":
+        if request.source != "sample":
+            stats, http_stats = crawl_with()
+        elif site is not None:
+            stats, http_stats = crawl_with(site.urls)
+        else:
             from crawlers.catalogue import build_catalogue
             from crawlers.sample_site import SampleSite
 
-            with SampleSite(catalogue or build_catalogue(), **(site_options or {})) as site:
-                stats, http_stats = crawl_with(site.urls)
-        else:
-            stats, http_stats = crawl_with()
-    except FetchError as exc:  # planning itself failed (chart / search unreachable after retries)
-        failure, stats, http_stats = exc, crawler.stats(), {}
-        stats["errors"] += 1
+            with SampleSite(catalogue or build_catalogue(), **(site_options or {})) as running:
+                stats, http_stats = crawl_with(running.urls)
+    except BaseException as exc:  # a bug, an interrupt, the warehouse gone: the row still closes
+        _close_failed(warehouse, crawler, stage, interval, run_id, started, exc)
+        raise
     done = stats["new"] + stats["updated"] + stats["unchanged"]
-    status = "failed" if failure or (stats["errors"] and not done) else "partial" if stats["errors"] else \
-        "blocked" if stats["blocked"] and not done else "done"
+    status = "failed" if stats["errors"] and not done else "partial" if stats["errors"] else \
+        "blocked" if stats["blocked"] and not done else "success"
+    if status == "failed":
+        stats["reason"] = f"no item succeeded; {stats['errors']} errors, the first: {crawler.first_error}"[:1000]
     record_stage(warehouse, DAG_ID, stage, interval, run_id=run_id, started_at=started, status=status, stats=stats,
                  finished_at=datetime.now(UTC))
     log.info("crawl %s %s: %s (http: %s)", stage, status, stats, http_stats)
     if status == "failed":
-        raise CrawlError(f"{stage} failed for interval {interval[0]}..{interval[1]}: {failure or stats}")
+        raise CrawlError(f"{stage} failed for interval {interval[0]}..{interval[1]}: {stats['reason']}")
     return {**stats, "status": status, "run_id": run_id}
+
+
+def _close_failed(warehouse, crawler: Crawler, stage, interval, run_id, started, exc: BaseException) -> None:
+    from datetime import UTC
+
+    try:
+        stats = crawler.stats()
+    except Exception:  # the warehouse itself may be what failed
+        stats = {}
+    stats["reason"] = f"{type(exc).__name__}: {exc}"[:1000]
+    try:
+        record_stage(warehouse, DAG_ID, stage, interval, run_id=run_id, started_at=started, status="failed",
+                     stats=stats, finished_at=datetime.now(UTC))
+    except Exception:
+        log.exception("could not close the stage row of %s as failed", stage)

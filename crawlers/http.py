@@ -1,46 +1,63 @@
 """The shared HTTP layer every crawler uses.
 
-One ``requests.Session``; a per-host rate limit (MusicBrainz asks for at most 1 request/s);
-retries with exponential backoff on 429/5xx and connection errors, honouring ``Retry-After``;
-timeouts; conditional requests (ETag / Last-Modified) against an optional on-disk cache; and
-bounded concurrency across hosts (``map``), where each host still gets its own rate limit.
+One ``requests.Session``; a per-host rate limit (MusicBrainz asks for at most 1 request/s) that
+holds as the server counts, for every request, retries and redirect hops included (redirects
+are followed here, not inside requests); retries with exponential backoff on 429/5xx, connection errors and
+bodies cut off mid-way, honouring ``Retry-After``; a per-request deadline (connect, headers and
+body together: a server trickling bytes cannot hold a worker); a byte cap; and conditional
+requests (ETag / Last-Modified) against an optional on-disk cache. Every failure is a
+:class:`FetchError` with a ``kind`` and whether retrying later could help (``permanent``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import json
 import logging
 import os
+import socket
 import tempfile
 import threading
 import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections import Counter, deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from sleeve.http import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Worth another try: the connection failed, timed out, or the body was cut off mid-way.
+TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
 class FetchError(RuntimeError):
-    """A request failed for good (after retries, or a status that retrying cannot fix)."""
+    """A request failed for good. ``kind``: not_found | http | redirect | bad_url | too_large |
+    deadline | network; ``permanent``: True when the same request will fail the same way again
+    (quarantine it), False when a later attempt may succeed (an error, retried)."""
 
-    def __init__(self, url: str, reason: str, status: int | None = None):
+    def __init__(self, url: str, reason: str, status: int | None = None, *, kind: str = "http",
+                 permanent: bool = False):
         super().__init__(f"{url}: {reason}")
-        self.url, self.reason, self.status = url, reason, status
+        self.url, self.reason, self.status, self.kind, self.permanent = url, reason, status, kind, permanent
 
 
 class TooLarge(FetchError):
     """The body is bigger than the client accepts; it was not downloaded."""
+
+    def __init__(self, url: str, reason: str, status: int | None = None):
+        super().__init__(url, reason, status, kind="too_large", permanent=True)
 
 
 @dataclass(frozen=True)
@@ -65,37 +82,199 @@ def host_of(url: str) -> str:
     return parts.netloc.lower()
 
 
-class RateLimiter:
-    """At most ``rate`` request starts per second per host: each host hands out start slots at
-    least ``1/rate`` apart (no bursts). ``margin`` spaces slots a little wider so that scheduling
-    jitter cannot make a server see more than ``rate`` requests in any one-second window."""
+class _Host:
+    def __init__(self, n: int):
+        self.n, self.turn, self.cond = n, threading.Lock(), threading.Condition()
+        self.recent: deque = deque()  # [start, done] of the last n requests, oldest first
+        self.frontier = 0.0  # the latest completion among the requests before them
+        self.deferred = 0.0
 
-    def __init__(self, rate: float, overrides: dict[str, float] | None = None, margin: float = 0.05):
+
+class RateLimiter:
+    """At most ``rate`` requests per second per host, as the server counts them: never more than
+    N = max(1, floor(rate)) arrivals in any window of N / rate seconds (1 s for rate >= 1).
+
+    A request reaches the server before its response (or failure) comes back, so request ``m``
+    starts only when every request up to ``m - N`` has completed and the window has passed
+    since the latest of those completions: whatever the network or a busy machine delays, no
+    window can hold N + 1 arrivals. Starts are also kept ``catch_up`` x 1/rate apart (no
+    bursts). With rate <= 1 this is: the next request a full interval after the previous
+    response. ``margin`` widens the window a little, for clock resolution."""
+
+    def __init__(self, rate: float, overrides: dict[str, float] | None = None, margin: float = 0.005,
+                 catch_up: float = 0.9):
         if rate <= 0:
             raise ValueError("rate must be positive (requests per second per host)")
-        self.rate, self.overrides, self.margin = rate, dict(overrides or {}), margin
-        self._next: dict[str, float] = {}
+        self.rate, self.overrides, self.margin, self.catch_up = rate, dict(overrides or {}), margin, catch_up
+        self._hosts: dict[str, _Host] = {}
         self._lock = threading.Lock()
 
     def rate_for(self, host: str) -> float:
         return self.overrides.get(host, self.rate)
 
-    def wait(self, host: str) -> float:
-        """Block until this host may get the next request; returns seconds waited."""
-        interval = (1.0 + self.margin) / self.rate_for(host)
+    def interval(self, host: str) -> float:
+        """The mean spacing of starts at the limit."""
+        return 1.0 / self.rate_for(host)
+
+    def _host(self, host: str) -> _Host:
         with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next.get(host, 0.0))
-            self._next[host] = slot + interval
-        delay = slot - now
-        if delay > 0:
-            time.sleep(delay)
-        return max(delay, 0.0)
+            if host not in self._hosts:
+                self._hosts[host] = _Host(max(1, int(self.rate_for(host))))
+            return self._hosts[host]
+
+    def _slot(self, state: _Host, host: str) -> float:
+        window = state.n * self.interval(host) * (1.0 + self.margin)
+        slot = max(state.deferred, state.frontier + window)
+        if state.recent:
+            gap = self.interval(host) * (self.catch_up if state.n > 1 else 1.0)
+            slot = max(slot, state.recent[-1][0] + gap)
+        if len(state.recent) >= state.n:  # the oldest still counts: estimate it done by now
+            slot = max(slot, (state.recent[0][1] or state.recent[0][0]) + window)
+        return slot
+
+    def next_slot(self, host: str) -> float:
+        """When the host's next request may start, as far as known now (monotonic clock)."""
+        state = self._host(host)
+        with state.cond:
+            return self._slot(state, host)
+
+    def wait(self, host: str) -> list:
+        """Block until this host may get the next request; returns its token for :meth:`done`.
+        One thread at a time per host: the others queue behind it."""
+        state = self._host(host)
+        with state.turn, state.cond:
+            while True:
+                if len(state.recent) >= state.n:
+                    if state.recent[0][1] is None:  # still in flight: its arrival time is unknown
+                        state.cond.wait(1.0)
+                        continue
+                    state.frontier = max(state.frontier, state.recent.popleft()[1])
+                    continue
+                delay = self._slot(state, host) - time.monotonic()
+                if delay <= 0:
+                    break
+                state.cond.wait(delay)
+            token = [time.monotonic(), None, state]
+            state.recent.append(token)
+        return token
+
+    def done(self, token: list) -> None:
+        """The request of ``token`` has its response (or has failed): it has reached the server,
+        if it ever will."""
+        state = token[2]
+        with state.cond:
+            token[1] = time.monotonic()
+            state.cond.notify_all()
 
     def defer(self, host: str, seconds: float) -> None:
-        """A server said 'slow down' (Retry-After): push this host's next slot out."""
-        with self._lock:
-            self._next[host] = max(self._next.get(host, 0.0), time.monotonic() + seconds)
+        """A server said 'slow down' (Retry-After): no request to this host before then."""
+        state = self._host(host)
+        with state.cond:
+            state.deferred = max(state.deferred, time.monotonic() + seconds)
+
+
+class _Deadline:
+    def __init__(self, at: float):
+        self.at, self.conn, self.finished, self.expired = at, None, False, False
+
+
+class Deadlines:
+    """Per-request deadlines. requests' timeouts bound each socket read, not the request, so a
+    server sending a byte every few seconds could hold it forever. The request's connection
+    attaches itself (in the requesting thread, see :class:`_AttachDeadline`); one watchdog
+    thread shuts the socket down when the deadline passes, which ends any read in progress."""
+
+    def __init__(self):
+        self._local = threading.local()
+        self._heap: list = []
+        self._ids = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def running(self, seconds: float):
+        deadline = _Deadline(time.monotonic() + seconds)
+        self._local.deadline = deadline
+        try:
+            yield deadline
+        finally:
+            self._local.deadline = None
+            deadline.finished = True
+
+    def attach(self, conn) -> None:
+        deadline = getattr(self._local, "deadline", None)
+        if deadline is None:
+            return
+        deadline.conn, conn.sleeve_deadline = conn, deadline
+        self._push(deadline.at, deadline)
+
+    def _push(self, at: float, deadline: _Deadline) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (at, next(self._ids), deadline))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="http-deadlines", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _watch(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                _, _, deadline = heapq.heappop(self._heap)
+            conn = deadline.conn
+            # a connection back in the pool may already serve another request: leave that one alone
+            if deadline.finished or getattr(conn, "sleeve_deadline", None) is not deadline:
+                continue
+            if conn.sock is None:  # still connecting (bounded by the connect timeout): look again soon
+                self._push(time.monotonic() + 0.05, deadline)
+                continue
+            deadline.expired = True
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+DEADLINES = Deadlines()
+
+
+class _AttachDeadline:
+    def request(self, *args, **kwargs):
+        DEADLINES.attach(self)
+        return super().request(*args, **kwargs)
+
+
+class _HTTPConnection(_AttachDeadline, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_AttachDeadline, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter, with connections that obey :data:`DEADLINES` (proxied ones too)."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = POOLS
+
+    def proxy_manager_for(self, proxy, **kwargs):
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        manager.pool_classes_by_scheme = POOLS
+        return manager
 
 
 class DiskCache:
@@ -127,15 +306,17 @@ class DiskCache:
 
 @dataclass
 class HttpClient:
-    """``get`` one URL politely; ``map`` a function over items with bounded concurrency."""
+    """``get`` one URL politely. Concurrency across hosts is :mod:`crawlers.schedule`'s job."""
 
     user_agent: str
     rate_per_host: float = 1.0
     rate_overrides: dict[str, float] = field(default_factory=dict)
-    timeout: tuple[float, float] = (5.0, 30.0)  # connect, read
+    timeout: tuple[float, float] = (5.0, 30.0)  # connect, each read
+    deadline_s: float = 60.0  # the whole request: connect, headers and body
     max_retries: int = 4
     backoff_base: float = 0.5
     backoff_max: float = 60.0
+    max_redirects: int = 10
     max_workers: int = 4
     max_bytes: int = 20 * 1024 * 1024
     cache_dir: str | Path | None = None
@@ -143,7 +324,7 @@ class HttpClient:
 
     def __post_init__(self):
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=16, pool_maxsize=max(4, self.max_workers * 2))
+        adapter = _Adapter(pool_connections=64, pool_maxsize=max(4, self.max_workers * 2))
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update({"User-Agent": self.user_agent, **self.headers})
@@ -157,9 +338,8 @@ class HttpClient:
             self.stats[key] += n
 
     def get(self, url: str, *, headers: dict | None = None, accept: tuple[int, ...] = (200,)) -> Response:
-        """GET with rate limit, retries and conditional revalidation. Statuses outside ``accept``
-        (after retries) raise :class:`FetchError`."""
-        host = host_of(url)
+        """GET with rate limit, retries, redirects and conditional revalidation. Statuses outside
+        ``accept`` (after retries and redirects) raise :class:`FetchError`."""
         cached = self.cache.get(url) if self.cache else None
         request_headers = dict(headers or {})
         if cached:
@@ -168,25 +348,69 @@ class HttpClient:
                 request_headers["If-None-Match"] = meta["etag"]
             if meta.get("last_modified"):
                 request_headers["If-Modified-Since"] = meta["last_modified"]
-        attempt = 0
+        hops = [url]
         while True:
-            self.limiter.wait(host)
-            self._count("requests")
-            try:
-                resp = self.session.get(url, headers=request_headers, timeout=self.timeout, stream=True)
-                body = self._read_capped(resp, url)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                status, body, resp, why = None, b"", None, type(exc).__name__
-            else:
-                status, why = resp.status_code, f"HTTP {resp.status_code}"
-            if status is not None and status not in RETRY_STATUSES:
+            status, body, out_headers = self._attempts(hops[-1], request_headers)
+            if status not in REDIRECT_STATUSES or status in accept:
                 break
+            location = out_headers.get("location")
+            if not location:
+                raise FetchError(url, f"HTTP {status} without a Location", status, kind="redirect", permanent=True)
+            if len(hops) > self.max_redirects:
+                raise FetchError(url, f"more than {self.max_redirects} redirects ({' -> '.join(hops[:4])} ...)",
+                                 status, kind="redirect", permanent=True)
+            hops.append(urljoin(hops[-1], location))
+        if status == 304 and cached:
+            self._count("not_modified")
+            meta, body = cached
+            return Response(hops[-1], 200, body, meta.get("headers", {}), from_cache=True)
+        if status not in accept:
+            not_found = status in (404, 410)
+            raise FetchError(url, f"HTTP {status}", status, kind="not_found" if not_found else "http",
+                             permanent=status < 500)
+        self._count("fetched")
+        if self.cache and status == 200 and ("etag" in out_headers or "last-modified" in out_headers):
+            keep = {k: out_headers[k] for k in ("content-type",) if k in out_headers}
+            self.cache.put(url, {"etag": out_headers.get("etag"), "last_modified": out_headers.get("last-modified"),
+                                 "headers": keep}, body)
+        return Response(hops[-1], status, body, out_headers)
+
+    def _attempts(self, url: str, headers: dict) -> tuple[int, bytes, dict]:
+        """(status, body, lower-cased headers) of one URL, retried on transient failures; each
+        attempt waits for its host's slot."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise FetchError(url, "not an http(s) URL with a host", kind="bad_url", permanent=True)
+        host, attempt = host_of(url), 0
+        while True:
+            self._count("requests")
+            resp, token = None, self.limiter.wait(host)
+            with DEADLINES.running(self.deadline_s) as deadline:
+                try:
+                    try:
+                        resp = self.session.get(url, headers=headers, timeout=self.timeout, stream=True,
+                                                allow_redirects=False)
+                    finally:  # the response's headers are in (or it failed): the server has seen it
+                        self.limiter.done(token)
+                    body = self._read_capped(resp, url)
+                    status, why = resp.status_code, f"HTTP {resp.status_code}"
+                except TRANSIENT as exc:
+                    status, why = None, type(exc).__name__
+                except requests.RequestException as exc:  # InvalidURL, InvalidHeader, ...: the URL, not the net
+                    raise FetchError(url, f"{type(exc).__name__}: {exc}", kind="bad_url", permanent=True) from None
+            if deadline.expired:  # whatever was read when the socket was shut is incomplete
+                status, why = None, f"deadline of {self.deadline_s:g} s exceeded"
+            if status is None and resp is not None:
+                resp.close()
+            if status is not None and status not in RETRY_STATUSES:
+                return status, body, {k.lower(): v for k, v in resp.headers.items()}
             attempt += 1
             if attempt > self.max_retries:
                 self._count("failed")
-                raise FetchError(url, f"{why} after {self.max_retries} retries", status)
+                kind = "deadline" if why.startswith("deadline") else "network" if status is None else "http"
+                raise FetchError(url, f"{why} after {self.max_retries} retries", status, kind=kind)
             delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
-            server_delay = retry_after_seconds(resp.headers.get("Retry-After")) if resp is not None else None
+            server_delay = retry_after_seconds(resp.headers.get("Retry-After")) if status is not None else None
             if server_delay is not None:
                 delay = min(self.backoff_max, max(delay, server_delay))
                 self.limiter.defer(host, delay)
@@ -194,22 +418,12 @@ class HttpClient:
             log.warning("GET %s: %s, retry %d/%d in %.2fs", url, why, attempt, self.max_retries, delay)
             time.sleep(delay)
 
-        if status == 304 and cached:
-            self._count("not_modified")
-            meta, body = cached
-            return Response(url, 200, body, meta.get("headers", {}), from_cache=True)
-        if status not in accept:
-            raise FetchError(url, f"HTTP {status}", status)
-        self._count("fetched")
-        out_headers = {k.lower(): v for k, v in resp.headers.items()}
-        if self.cache and status == 200 and ("etag" in out_headers or "last-modified" in out_headers):
-            keep = {k: out_headers[k] for k in ("content-type",) if k in out_headers}
-            self.cache.put(url, {"etag": out_headers.get("etag"), "last_modified": out_headers.get("last-modified"),
-                                 "headers": keep}, body)
-        return Response(resp.url, status, body, out_headers)
-
     def _read_capped(self, resp: requests.Response, url: str) -> bytes:
         """Read the body, refusing more than ``max_bytes`` (a huge 'image' never fills memory)."""
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            resp.close()
+            raise TooLarge(url, f"body of {declared} bytes is larger than {self.max_bytes}", resp.status_code)
         chunks, total = [], 0
         for chunk in resp.iter_content(64 * 1024):
             total += len(chunk)
@@ -218,21 +432,6 @@ class HttpClient:
                 raise TooLarge(url, f"body larger than {self.max_bytes} bytes", resp.status_code)
             chunks.append(chunk)
         return b"".join(chunks)
-
-    def map(self, fn, items):
-        """Yield ``(item, result, error)`` as each ``fn(item)`` finishes, at most ``max_workers`` in
-        flight. Per-host rate limits still hold: concurrency overlaps requests to different hosts
-        and time spent waiting on the network, never the per-host spacing."""
-        items = list(items)
-        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="crawl") as pool:
-            futures = {pool.submit(fn, item): item for item in items}
-            try:
-                for future in as_completed(futures):
-                    exc = future.exception()
-                    yield futures[future], (None if exc else future.result()), exc
-            finally:
-                for future in futures:
-                    future.cancel()
 
     def close(self) -> None:
         self.session.close()

@@ -11,7 +11,8 @@ import threading
 from dataclasses import replace
 from urllib.parse import urlencode
 
-from crawlers.http import FetchError, HttpClient, rewrite_url
+from crawlers.charsets import decode_html
+from crawlers.http import FetchError, HttpClient, Response, rewrite_url
 from crawlers.parsers import ChartEntry, SongRecord, parse_melon_album, parse_melon_chart, parse_melon_song
 from crawlers.robots import RobotsPolicy
 
@@ -46,15 +47,26 @@ class MelonClient:
     def licence(self, record: SongRecord) -> str:
         return LICENCE
 
-    def get(self, url: str) -> bytes:
+    def get(self, url: str) -> Response:
         if not self.robots.allowed(url):
             raise Blocked(f"robots.txt disallows {url}")
-        return self.http.get(url, headers={**BROWSER_HEADERS, "Referer": f"{self.base}/"}).content
+        return self.http.get(url, headers={**BROWSER_HEADERS, "Referer": f"{self.base}/"})
 
-    def chart(self, chart: str = "top100") -> list[ChartEntry]:
+    def page(self, url: str, what: str) -> str:
+        """A page's text, decoded by its declared (or detected) charset."""
+        resp = self.get(url)
+        return decode_html(resp.content, resp.headers.get("content-type"), what)
+
+    def chart_url(self, chart: str = "top100") -> str:
         if chart not in CHARTS:
             raise ValueError(f"unknown Melon chart {chart!r}; use one of {', '.join(CHARTS)}")
-        return parse_melon_chart(self.get(self.base + CHARTS[chart]).decode("utf-8", "replace"))
+        return self.base + CHARTS[chart]
+
+    def song_url(self, entry: ChartEntry) -> str:
+        return f"{self.base}/song/detail.htm?{urlencode({'songId': entry.song_id})}"
+
+    def chart(self, chart: str = "top100") -> list[ChartEntry]:
+        return parse_melon_chart(self.page(self.chart_url(chart), "chart page"))
 
     def album(self, album_id: str) -> dict:
         """Album page, fetched once per client (two songs of one album share it)."""
@@ -62,15 +74,15 @@ class MelonClient:
             if album_id in self._albums:
                 return self._albums[album_id]
         url = f"{self.base}/album/detail.htm?{urlencode({'albumId': album_id})}"
-        album = parse_melon_album(self.get(url).decode("utf-8", "replace"), album_id)
+        album = parse_melon_album(self.page(url, f"album page {album_id}"), album_id)
         with self._lock:
             self._albums[album_id] = album
         return album
 
     def song(self, entry: ChartEntry) -> SongRecord:
         """The song page, completed from the album page where it lacks release date, genre or cover."""
-        url = f"{self.base}/song/detail.htm?{urlencode({'songId': entry.song_id})}"
-        record = parse_melon_song(self.get(url).decode("utf-8", "replace"), entry.song_id,
+        url = self.song_url(entry)
+        record = parse_melon_song(self.page(url, f"song page {entry.song_id}"), entry.song_id,
                                   source_url=rewrite_url(url, self.rewrites), source=self.source)
         album_id = record.album_id or entry.album_id
         if album_id and not (record.release_date and record.genre and record.cover_url):
@@ -87,4 +99,4 @@ class MelonClient:
         """(bytes, public source URL) of the song's cover, or None when the page names none."""
         if not record.cover_url:
             return None
-        return self.get(record.cover_url), rewrite_url(record.cover_url, self.rewrites)
+        return self.get(record.cover_url).content, rewrite_url(record.cover_url, self.rewrites)

@@ -1,9 +1,11 @@
 """MusicBrainz (/ws/2 JSON) + Cover Art Archive client.
 
 Follows the MusicBrainz API policy: a meaningful User-Agent with contact details (set on the
-shared HttpClient), at most 1 request/s per host (the client's rate limit), and backing off on
-503 (the client's retry with Retry-After). Cover Art Archive images are NOT CC0: each one is
-stored with its source URL and an attribution to the release.
+shared HttpClient), at most 1 request/s per host (the client's rate limit; the Cover Art
+Archive's redirects to archive.org are hops with their own host's limit), and backing off on
+503 (the client's retry with Retry-After). The Cover Art Archive is only asked for releases that
+do not say they have no front image. Its images are NOT CC0: each one is stored with its source
+URL and an attribution to the release.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 from datetime import date
 from urllib.parse import urlencode
 
-from crawlers.http import HttpClient, rewrite_url
-from crawlers.parsers import ParseError, SongRecord, parse_mb_release, parse_mb_release_search
+from crawlers.http import FetchError, HttpClient, rewrite_url
+from crawlers.parsers import MbRelease, ParseError, SongRecord, parse_mb_release, parse_mb_release_search
 
 LICENCE = "copyright of the rights holders (Cover Art Archive images are not CC0)"
 PAGE = 100  # the web service's maximum page size
@@ -37,25 +39,34 @@ class MusicBrainzClient:
     def licence(self, record: SongRecord) -> str:
         return LICENCE
 
-    def search_releases(self, query: str, *, limit: int | None = None, since: date | None = None) -> list[dict]:
+    def search_url(self) -> str:
+        return f"{self.base}/ws/2/release"
+
+    def search_releases(self, query: str, *, limit: int | None = None,
+                        since: date | None = None) -> tuple[list[dict], ParseError | FetchError | None]:
         """Releases matching a Lucene ``query``, newest first as the service orders them; paged
-        until ``limit`` tracks are covered. ``since`` drops releases dated before it."""
-        found, offset, tracks = [], 0, 0
+        until ``limit`` releases are found. ``since`` drops releases dated before it. A page that
+        fails ends the search: (the releases found before it, its error); else (releases, None)."""
+        found, offset = [], 0
         while True:
             params = urlencode({"query": query, "fmt": "json", "limit": PAGE, "offset": offset})
-            releases, total = parse_mb_release_search(self.http.get(f"{self.base}/ws/2/release?{params}").content)
-            for release in releases:
-                if since and release["date"] and release["date"] < since:
-                    continue
-                found.append(release)
-                tracks += 1
+            try:
+                releases, total = parse_mb_release_search(self.http.get(f"{self.search_url()}?{params}").content)
+            except (ParseError, FetchError) as exc:
+                if not found:
+                    raise
+                return found[:limit] if limit else found, exc
+            found += [r for r in releases if not (since and r["date"] and r["date"] < since)]
             offset += len(releases)
             if not releases or offset >= total or (limit and len(found) >= limit):
-                return found[:limit] if limit else found
+                return (found[:limit] if limit else found), None
 
-    def release(self, mbid: str) -> tuple[list[SongRecord], list[tuple[str, ParseError]]]:
-        params = urlencode({"inc": "recordings artist-credits genres", "fmt": "json"})
-        resp = self.http.get(f"{self.base}/ws/2/release/{mbid}?{params}")
+    def release_url(self, mbid: str) -> str:
+        params = urlencode({"inc": "recordings artist-credits genres release-groups", "fmt": "json"})
+        return f"{self.base}/ws/2/release/{mbid}?{params}"
+
+    def release(self, mbid: str) -> MbRelease:
+        resp = self.http.get(self.release_url(mbid))
         return parse_mb_release(resp.content, source_url_for=lambda rid: f"{self.public_web}/recording/{rid}",
                                 source=self.source)
 

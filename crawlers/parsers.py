@@ -3,7 +3,10 @@
 Melon markup (chart rows ``tr.lst50``/``tr.lst100``, song page ``dl.list`` + ``#d_video_summary``)
 and MusicBrainz ``/ws/2`` JSON. Anything unusable raises :class:`ParseError` with a short
 machine-readable ``reason`` (for the quarantine table) and a human-readable detail.
-HTML goes straight to lxml with XPath queries compiled at import (bs4 on top was 8x slower).
+HTML goes straight to lxml with XPath queries compiled at import (bs4 on top was 8x slower),
+with libxml2's size limits lifted (``huge_tree``: pages up to the HTTP layer's cap parse
+completely); a limit it still hits is an error, never a silently shortened page. JSON is
+checked for its shape where it enters: a value of the wrong type names its path.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import re
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
+from numbers import Real
 
 from lxml import etree
 
@@ -30,7 +34,8 @@ _HTML_END = re.compile("</html>", re.I)
 
 
 class ParseError(ValueError):
-    """A page or record that cannot be used. ``reason``: malformed_page | missing_field | bad_value."""
+    """A page or record that cannot be used. ``reason``: malformed_page | missing_field | bad_value |
+    bad_encoding | parser_limit."""
 
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
@@ -76,6 +81,11 @@ class SongRecord:
         lyrics = clean_lyrics(self.lyrics or "")
         if len(lyrics) > MAX_LYRICS:
             raise ParseError("bad_value", f"lyrics longer than {MAX_LYRICS} characters")
+        for name, value in (("title", title), ("artist", artist), ("album", self.album), ("genre", self.genre),
+                            ("lyrics", lyrics)):
+            if value and "\ufffd" in value:  # text some decode already damaged: storing it keeps the damage
+                raise ParseError("bad_encoding", f"{name} of {self.source}:{self.source_id} contains U+FFFD "
+                                                 "(replacement characters from a wrong decode)")
         return replace(self, title=title, artist=artist, album=_clean(self.album) or None,
                        genre=_clean(self.genre) or None, lyrics=lyrics)
 
@@ -154,17 +164,31 @@ _VISIBLE_TEXT = _xpath(".//text()[not(ancestor::*[" + " or ".join(f"self::{t}" f
 _parsers = threading.local()
 
 
+def _parser(name: str, **options) -> etree.HTMLParser:
+    """This thread's parser (lxml parsers are best not shared between the crawler's threads)."""
+    parser = getattr(_parsers, name, None)
+    if parser is None:
+        parser = etree.HTMLParser(huge_tree=True, **options)
+        setattr(_parsers, name, parser)
+    return parser
+
+
 def _page(html: str, what: str) -> etree._Element:
-    """Parsed page, or ParseError when it is truncated (a short page is not a complete one)."""
+    """Parsed page, or ParseError when it is truncated (a short page is not a complete one) or
+    when the parser stopped early at one of its limits (it would return the part it read)."""
     if "</html>" not in html and not _HTML_END.search(html):  # `in` first: the common case is cheap
         raise ParseError("malformed_page", f"{what} is truncated (no closing </html>)")
-    parser = getattr(_parsers, "html", None)
-    if parser is None:  # lxml parsers are best not shared between the crawler's threads
-        parser = _parsers.html = etree.HTMLParser()
+    if "\x00" in html:  # libxml2 turns NUL into U+FFFD
+        raise ParseError("bad_encoding", f"{what} contains NUL characters")
+    parser = _parser("html")
     try:
         root = etree.HTML(html, parser)
     except ValueError:  # a str with an <?xml encoding=...?> declaration: let libxml2 read bytes
-        root = etree.HTML(html.encode("utf-8", "replace"), etree.HTMLParser(encoding="utf-8"))
+        parser = _parser("html_bytes", encoding="utf-8")
+        root = etree.HTML(html.encode("utf-8"), parser)
+    fatal = next((e for e in parser.error_log if e.level == etree.ErrorLevels.FATAL), None)
+    if fatal is not None:
+        raise ParseError("parser_limit", f"{what} stops parsing at line {fatal.line}: {fatal.message.strip()}")
     return root if root is not None else etree.Element("html")
 
 
@@ -310,66 +334,139 @@ def parse_melon_album(html: str, album_id: str) -> dict:
 def _load_json(text: str | bytes, what: str) -> dict:
     try:
         doc = json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise ParseError("bad_encoding", f"{what} is not UTF-8 (bytes {exc.start}-{exc.end})") from None
     except ValueError as exc:
-        raise ParseError("malformed_page", f"{what} is not valid JSON ({exc.msg})") from None
+        raise ParseError("malformed_page", f"{what} is not valid JSON ({getattr(exc, 'msg', exc)})") from None
     if not isinstance(doc, dict):
         raise ParseError("malformed_page", f"{what} is not a JSON object")
     return doc
 
 
+_KINDS = {str: "a string", list: "a list", dict: "an object", Real: "a number", bool: "true or false"}
+
+
+def _get(obj: dict, key: str, kind: type, where: str, path: str = "", *, required: bool = False):
+    """``obj[key]`` when it has the JSON type ``kind``; None when absent (or null) and optional;
+    otherwise ParseError naming ``where`` and the path (``genres[0].count``). JSON's true/false
+    are not numbers."""
+    value, name = obj.get(key), f"{path}.{key}" if path else key
+    if value is None:
+        if required:
+            raise ParseError("missing_field", f"{where}: {name} is missing" + (" (null)" if key in obj else ""))
+        return None
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ParseError("bad_value", f"{where}: {name} is a {type(value).__name__}, not {_KINDS[kind]}")
+    return value
+
+
+def _objects(items: list, name: str, where: str) -> list[dict]:
+    """``items`` when every one is a JSON object; else ParseError naming the first that is not."""
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ParseError("bad_value", f"{where}: {name}[{i}] is a {type(item).__name__}, not an object")
+    return items
+
+
 def parse_mb_release_search(text: str | bytes) -> tuple[list[dict], int]:
     """/ws/2/release?query=...&fmt=json -> ([{id, title, date}], total count)."""
-    doc = _load_json(text, "release search")
-    if "releases" not in doc:
-        raise ParseError("malformed_page", "release search has no 'releases' list")
-    releases = [{"id": r.get("id"), "title": r.get("title"), "date": parse_date(r.get("date"))}
-                for r in doc["releases"] if r.get("id")]
-    return releases, int(doc.get("count", len(releases)))
+    where = "release search"
+    doc = _load_json(text, where)
+    releases = []
+    for i, r in enumerate(_objects(_get(doc, "releases", list, where, required=True), "releases", where)):
+        path = f"releases[{i}]"
+        releases.append({"id": _get(r, "id", str, where, path), "title": _get(r, "title", str, where, path),
+                         "date": parse_date(_get(r, "date", str, where, path))})
+    count = _get(doc, "count", Real, where)
+    return [r for r in releases if r["id"]], int(count) if count is not None else len(releases)
 
 
-def _artist_credit(credits: list | None) -> str:
-    return "".join(f"{c.get('name') or c.get('artist', {}).get('name', '')}{c.get('joinphrase', '')}"
-                   for c in credits or []).strip()
+@dataclass(frozen=True)
+class MbRelease:
+    """A release lookup: one record per good track, (track id, error) for each bad one, and
+    whether the Cover Art Archive has a front image (None: the release does not say)."""
+
+    records: list[SongRecord]
+    bad: list[tuple[str, ParseError]]
+    front_cover: bool | None
 
 
-def parse_mb_release(text: str | bytes, source_url_for=None,
-                     source: str = "musicbrainz") -> tuple[list[SongRecord], list[tuple[str, ParseError]]]:
-    """/ws/2/release/{mbid}?inc=recordings+artist-credits+genres -> (one record per good track,
-    [(track id, error)] for the bad ones: a bad track does not sink its release).
+def _artist_credit(credits: list | None, where: str) -> str:
+    names = []
+    for i, c in enumerate(_objects(credits or [], "artist-credit", where)):
+        path = f"artist-credit[{i}]"
+        artist = _get(c, "artist", dict, where, path) or {}
+        names.append(f"{_get(c, 'name', str, where, path) or _get(artist, 'name', str, where, path + '.artist') or ''}"
+                     f"{_get(c, 'joinphrase', str, where, path) or ''}")
+    return "".join(names).strip()
 
-    MusicBrainz has no lyrics; the genre is the release's most-voted genre (or tag)."""
+
+def _genre(doc: dict, where: str) -> str | None:
+    """The most-voted genre (or tag); ties by name."""
+    votes = []
+    for key in ("genres", "tags"):
+        for i, g in enumerate(_objects(_get(doc, key, list, where) or [], key, where)):
+            path = f"{key}[{i}]"
+            name = _get(g, "name", str, where, path)
+            if not name:
+                raise ParseError("bad_value", f"{where}: {path} has no name")
+            votes.append((-(_get(g, "count", Real, where, path) or 0), name))
+        if votes:
+            break
+    return min(votes)[1] if votes else None
+
+
+def parse_mb_release(text: str | bytes, source_url_for=None, source: str = "musicbrainz") -> MbRelease:
+    """/ws/2/release/{mbid}?inc=recordings+artist-credits+genres+release-groups -> MbRelease.
+    A bad track does not sink its release; a release-level field of the wrong shape does.
+
+    MusicBrainz has no lyrics; the genre is the release's most-voted genre (or tag); a release
+    without a date takes its release group's first release date."""
     doc = _load_json(text, "release lookup")
-    mbid = doc.get("id")
+    mbid = _get(doc, "id", str, "release lookup")
     if not mbid:
         raise ParseError("missing_field", "release lookup has no id")
+    where = f"release {mbid}"
+    media = _objects(_get(doc, "media", list, where) or [], "media", where)
     if "media" not in doc:
-        raise ParseError("missing_field", f"release {mbid} has no media (was inc=recordings sent?)")
-    # Once per release, not per track: the most-voted genre (ties: by name), artist, date.
-    votes = doc.get("genres") or doc.get("tags") or []
-    genre = min(votes, key=lambda g: (-g.get("count", 0), g.get("name", "")))["name"] if votes else None
-    release_artist = _artist_credit(doc.get("artist-credit"))
-    album, release_date = doc.get("title"), parse_date(doc.get("date"))
+        raise ParseError("missing_field", f"{where} has no media (was inc=recordings sent?)")
+    # Once per release, not per track: genre, artist, album, date, cover flag.
+    genre, release_artist = _genre(doc, where), _artist_credit(_get(doc, "artist-credit", list, where), where)
+    album = _get(doc, "title", str, where)
+    group = _get(doc, "release-group", dict, where) or {}
+    release_date = parse_date(_get(doc, "date", str, where)) or \
+        parse_date(_get(group, "first-release-date", str, where, "release-group"))
+    archive = _get(doc, "cover-art-archive", dict, where)
+    front = _get(archive, "front", bool, where, "cover-art-archive") if archive is not None else None
     records, bad = [], []
-    for medium in doc["media"]:
-        for track in medium.get("tracks") or []:
-            recording = track.get("recording") or {}
-            rid = recording.get("id") or track.get("id")
+    for m, medium in enumerate(media, start=1):
+        tracks = _get(medium, "tracks", list, where, f"media[{m - 1}]") or []
+        for t, track in enumerate(tracks, start=1):
+            key = f"{mbid}#{m}.{t}"
             try:
+                if not isinstance(track, dict):
+                    raise ParseError("bad_value", f"{where}: track {t} of medium {m} is a "
+                                                  f"{type(track).__name__}, not an object")
+                at = f"{where}: track {t} of medium {m}"
+                recording = _get(track, "recording", dict, at) or {}
+                rid = _get(recording, "id", str, at, "recording") or _get(track, "id", str, at)
+                key = rid or key
+                credit = _get(track, "artist-credit", list, at) or \
+                    _get(recording, "artist-credit", list, at, "recording")
                 records.append(SongRecord(
                     source=source,
-                    source_id=str(rid or ""),
-                    title=track.get("title") or recording.get("title") or "",
-                    artist=_artist_credit(track.get("artist-credit") or recording.get("artist-credit"))
-                    or release_artist,
+                    source_id=rid or "",
+                    title=_get(track, "title", str, at) or _get(recording, "title", str, at, "recording") or "",
+                    artist=_artist_credit(credit, at) or release_artist,
                     album=album,
                     album_id=mbid,
                     release_date=release_date,
                     genre=genre,
-                    source_url=source_url_for(rid) if source_url_for else None,
+                    source_url=source_url_for(rid) if source_url_for and rid else None,
                     extra={"position": track.get("position")},
                 ).validated())
             except ParseError as exc:
-                bad.append((str(rid or f"{mbid}#{track.get('position')}"), exc))
+                bad.append((key, exc))
     if not records and not bad:
-        raise ParseError("missing_field", f"release {mbid} has no tracks")
-    return records, bad
+        raise ParseError("missing_field", f"{where} has no tracks")
+    return MbRelease(records, bad, front)

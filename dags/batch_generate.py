@@ -19,10 +19,14 @@ one's model, cut shards) → **generate** (one mapped GPU job per shard: `infere
   the request id (the same request always lands on the same side); its images carry its
   version, and `weekly_retrain` compares their ratings with production's.
 * GPU: shards run on the GPU execution path (`SLEEVE_GPU_EXECUTOR`: subprocess, Celery queue and
-  pool `gpu`, or a pod), at most `SLEEVE_GPU_SLOTS` at once. A shard loads the model once.
+  pool `gpu`, or a pod), at most as many at once as the `gpu` pool has slots. A shard loads the model once.
 * Exactly once: images are content-addressed and each has a record keyed by
   `image_id = uuid5(request_id, image_index, model_version)`; a killed shard re-run skips what
   is stored and every row is an upsert.
+* One shard failing (say, a corrupt adapter) loses nothing else: **record** runs once every
+  shard has finished, records the images the other shards made, and leaves the failed shard's
+  requests pending with its error as the reason (the next run retries them); then
+  **shards_ok** fails the run, so the failure shows.
 * Sizes/steps: `SLEEVE_GEN_SIZE` / `SLEEVE_GEN_STEPS` (64 px / 4 steps for the tiny model;
   1024 / 30 for SDXL), or per request (`generation_requests.width/height/steps`).
 """
@@ -32,7 +36,7 @@ from __future__ import annotations
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 from sleeve_airflow.assets import IMAGES
 from sleeve_airflow.dag_defaults import DEFAULT_ARGS, START_DATE
-from sleeve_airflow.gpu import gpu_task_kwargs
+from sleeve_airflow.gpu import GPU_TASK
 
 from sleeve.settings import get_settings
 
@@ -57,7 +61,6 @@ from sleeve.settings import get_settings
         "kinds": Param(["user", "demo", "backfill"], type="array", description="Request kinds to render"),
         "max_requests": Param(10_000, type="integer", minimum=1, description="At most this many requests per run"),
         "shard_size": Param(16, type="integer", minimum=1, description="Requests per GPU job (one model load)"),
-        "batch_size": Param(8, type="integer", minimum=1, description="Images per forward pass"),
         "format": Param("png", enum=["png", "webp"], description="Stored image format"),
         "canary_share": Param(None, type=["null", "number"], minimum=0, maximum=1,
                               description="Share of new requests the canary model serves (null: SLEEVE_CANARY_SHARE)"),
@@ -71,15 +74,17 @@ def batch_generate():
         """Select (or create, for a backfill) the requests, write shard manifests and the plan."""
         from sleeve_airflow.context import data_interval, mark_stage_start, param_range
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
+        from sleeve_airflow.preflight import preflight
 
         from inference.shards import plan_run
 
+        preflight("warehouse", "store", "gpu", "base_model")
         mark_stage_start(context)
         start, end = data_interval(context)
         return plan_run(WarehouseHook().warehouse, ObjectStoreHook().store, context["params"], start=start, end=end,
                         backfill_range=param_range(context, "backfill_from", "backfill_to"), settings=get_settings())
 
-    @task(multiple_outputs=False, max_active_tis_per_dag=get_settings().gpu_slots, **gpu_task_kwargs())
+    @task(multiple_outputs=False, **GPU_TASK)
     def generate(shard: dict, **context) -> dict:
         """One GPU job: load the model once, render the shard, store images + result.json."""
         from sleeve_airflow.gpu import run_gpu_job
@@ -91,9 +96,9 @@ def batch_generate():
                              output_uri=shard["output_uri"])
         return shard_outcome(shard, result)
 
-    @task(multiple_outputs=False, trigger_rule="none_failed", outlets=[IMAGES])
-    def record(results: list[dict] | None, **context) -> dict:
-        """Upsert images and request status, and the run's stage_runs stats."""
+    @task(multiple_outputs=False, trigger_rule="all_done", outlets=[IMAGES])
+    def record(**context) -> dict:
+        """Upsert images and request status from every shard that finished, and the run's stats."""
         from sleeve_airflow.context import data_interval, stage_started_at
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
 
@@ -101,10 +106,19 @@ def batch_generate():
 
         start, end = data_interval(context)
         return record_run(WarehouseHook().warehouse, ObjectStoreHook().store, context["params"], start=start,
-                          end=end, results=list(results or []), started_at=stage_started_at(context, "plan"))
+                          end=end, started_at=stage_started_at(context, "plan"))
 
-    shards = plan()
-    shards >> record(generate.expand(shard=shards))
+    @task(trigger_rule="one_failed", retries=0)
+    def shards_ok() -> None:
+        """Runs only when a shard (or record) failed: fails the run after record kept the rest."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException("a generation shard failed; its requests stay pending (see record's stats)")
+
+    generated = generate.expand(shard=plan())
+    recorded = record()
+    generated >> recorded
+    [generated, recorded] >> shards_ok()
 
 
 batch_generate()

@@ -51,11 +51,11 @@ def crawl_songs():
         """Crawl the source for this data interval; publish the stats with the Asset event."""
         from sleeve_airflow.context import data_interval, param_datetime
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
+        from sleeve_airflow.preflight import preflight
 
         from crawlers.crawl import CrawlRequest, run_crawl
-        from sleeve.settings import get_settings
 
-        params, settings = context["params"], get_settings()
+        params, settings = context["params"], preflight("warehouse", "store")
         source = settings.crawl_source if params["source"] == "default" else params["source"]
         since = param_datetime(context, "since")
         request = CrawlRequest(source=source, chart=params["chart"], limit=params["limit"],

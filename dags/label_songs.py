@@ -48,10 +48,12 @@ def label_songs():
         from sleeve_airflow.context import mark_stage_start, param_datetime
         from sleeve_airflow.hooks import WarehouseHook
         from sleeve_airflow.llm import LLMHook
+        from sleeve_airflow.preflight import preflight
 
         from inference.labels import load_songs, plan
         from inference.prompts import PROMPT_VERSION
 
+        preflight("warehouse", "store", "labeller")
         mark_stage_start(context)
         params, warehouse = context["params"], WarehouseHook().warehouse
         songs = load_songs(warehouse, song_ids=params.get("song_ids") or None, since=param_datetime(context, "since"))

@@ -31,14 +31,13 @@ import logging
 from airflow.sdk import Param, dag, task, task_group
 from sleeve_airflow.assets import IMAGES, PERSONALIZATION_REQUESTS
 from sleeve_airflow.dag_defaults import DEFAULT_ARGS, START_DATE
-from sleeve_airflow.gpu import gpu_task_kwargs
+from sleeve_airflow.gpu import GPU_TASK
 
 from sleeve.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 DAG_ID, STAGE = "personalize", "personalize"
-GPU_TASK_KWARGS = {"max_active_tis_per_dag": get_settings().gpu_slots, **gpu_task_kwargs()}
 
 
 def _params() -> dict:
@@ -54,6 +53,10 @@ def _params() -> dict:
         "rank": Param(4, type="integer", minimum=1, description="LoRA rank"),
         "resolution": Param(64, type="integer", minimum=8, description="Training resolution (1024 for SDXL)"),
         "num_class_images": Param(2, type="integer", minimum=0, description="Prior-preservation class images"),
+        "class_image_steps": Param(4, type="integer", minimum=1,
+                                   description="Denoising steps per class image (tiny model: 4; SDXL: 25-30)"),
+        "class_image_guidance": Param(5.0, type="number", minimum=0,
+                                      description="Guidance scale of the class images (SDXL: 5-7.5)"),
         "prior_loss_weight": Param(1.0, type="number", minimum=0, description="Weight of the class prior loss"),
         "train_text_encoder": Param(False, type="boolean", description="Also train text-encoder LoRA"),
         "combine_style": Param(True, type="boolean", description="Mix in the production style LoRA"),
@@ -99,9 +102,11 @@ def personalize():
         """A request from the form is validated and recorded first; otherwise the listed or all
         unfinished requests are picked up."""
         from sleeve_airflow.context import mark_stage_start
+        from sleeve_airflow.preflight import preflight
 
         from training.dreambooth import collect_requests, submit_request
 
+        preflight("warehouse", "store", "gpu", "base_model")
         mark_stage_start(context)
         params = context["params"]
         warehouse, store = _warehouse_and_store()
@@ -112,14 +117,14 @@ def personalize():
             return [row["request_id"]]
         return collect_requests(warehouse, request_ids=list(params["request_ids"]) or None)
 
-    @task(multiple_outputs=False, **GPU_TASK_KWARGS)
+    @task(multiple_outputs=False, **GPU_TASK)
     def class_images(request_id: str, **context) -> dict:
         """Prior-preservation images: cached, or made now on the base model. A finished request
         skips its whole branch here."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         from inference.shards import plan_shards
-        from training.dreambooth import ClassImages, get_request, is_finished, recording_failure
+        from training.dreambooth import class_images_for, get_request, is_finished, recording_failure
 
         warehouse, store = _warehouse_and_store()
         request = get_request(warehouse, request_id)
@@ -127,7 +132,7 @@ def personalize():
             raise AirflowSkipException(f"request {request_id} is {request['status']}: nothing to train or render")
         params, base_model = context["params"], get_settings().base_model
         with recording_failure(warehouse, request_id):
-            priors = ClassImages(base_model, request["class_noun"], params["num_class_images"], params["resolution"])
+            priors = class_images_for(params, base_model, request["class_noun"])
             cached = priors.cached(store)
             if cached is not None:
                 return cached
@@ -135,7 +140,7 @@ def personalize():
                                   defaults=priors.defaults, prefix=priors.prefix)
             return priors.record(store, _generate(planned["shards"], store.url))
 
-    @task(multiple_outputs=False, **GPU_TASK_KWARGS)
+    @task(multiple_outputs=False, **GPU_TASK)
     def train(request_id: str, priors: dict, **context) -> dict:
         """The user's DreamBooth-LoRA; an adapter trained before (or by an earlier try) is reused."""
         from sleeve_airflow.gpu import run_gpu_job
@@ -165,7 +170,7 @@ def personalize():
         with recording_failure(warehouse, request_id):
             return register_adapter(warehouse, store, request_id, trained)
 
-    @task(multiple_outputs=False, **GPU_TASK_KWARGS)
+    @task(multiple_outputs=False, **GPU_TASK)
     def render(request_id: str, version: str, **context) -> dict:
         """The covers with the user's adapter ``version``, planned and generated as batch_generate does."""
         from inference.shards import plan_shards

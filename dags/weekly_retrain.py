@@ -55,7 +55,7 @@ from airflow.sdk import Param, dag, task
 from sleeve_airflow.approval import PromotionApproval
 from sleeve_airflow.assets import STYLE_MODEL
 from sleeve_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, weekly_interval
-from sleeve_airflow.gpu import gpu_task_kwargs
+from sleeve_airflow.gpu import GPU_TASK
 
 
 @dag(
@@ -176,17 +176,19 @@ def weekly_retrain():
         """Freeze the interval's training data; the returned plan tells the next tasks whether to go."""
         from sleeve_airflow.context import interval
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
+        from sleeve_airflow.preflight import preflight
 
         from sleeve.settings import get_settings
         from training.weekly import take_snapshot
 
+        preflight("warehouse", "store", "gpu", "base_model")
         params = context["params"]
         start, end = interval(context, "interval_start", "interval_end")
         return take_snapshot(WarehouseHook().warehouse, ObjectStoreHook().store, start, end, params,
                              base_model=params["base_model"] or get_settings().base_model,
                              dag_run_id=context["run_id"], started_at=context["ti"].start_date)
 
-    @task(multiple_outputs=False, **gpu_task_kwargs())
+    @task(multiple_outputs=False, **GPU_TASK)
     def train(plan: dict, **context) -> dict:
         """The LoRA training GPU job; a retry after it finished returns its result instead."""
         if not plan["go"]:
@@ -211,7 +213,7 @@ def weekly_retrain():
             fail_run(warehouse, plan, "train", exc)
             raise
 
-    @task(multiple_outputs=False, **gpu_task_kwargs())
+    @task(multiple_outputs=False, **GPU_TASK)
     def evaluate(plan: dict, trained: dict, **context) -> dict:
         """Champion vs challenger GPU job on the held-out images and the fixed eval prompts."""
         if not plan["go"]:

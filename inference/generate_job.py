@@ -11,19 +11,32 @@ Manifest (written by :func:`inference.shards.plan_shards`)::
                    "width", "height", "steps"}]}
 
 Config: ``store_url`` (where images go; default: the configured store), ``format`` (png|webp),
-``batch_size``, ``compile``, ``device``, ``dtype``, ``thumb_size``, ``max_prompt_chars``.
+``compile``, ``device``, ``dtype``, ``thumb_size``, ``max_prompt_chars``.
 Images are stored content-addressed in the store; ``<output>/result.json`` lists every image
-record (generated now or found already stored) and every failed request with its reason.
+record (generated now or found already stored) and every failed request with its reason. A
+shard that fails as a whole (say, a corrupt adapter) exits non-zero after writing
+``<output>/error.json`` with the reason, which ``record`` puts on the shard's requests.
 """
 
 from __future__ import annotations
 
-from sleeve.jobs import run_job
+from sleeve.jobs import output_location, run_job
 from sleeve.settings import get_settings
-from sleeve.store import open_store
+from sleeve.store import open_store, write_json
+
+ERROR_NAME = "error.json"
 
 
 def main(manifest: dict, config: dict, output_uri: str) -> dict:
+    try:
+        return render_shard(manifest, config, output_uri)
+    except Exception as exc:
+        store, prefix = output_location(output_uri)
+        write_json(store, prefix + ERROR_NAME, {"error": f"{type(exc).__name__}: {exc}"[:1000]})
+        raise
+
+
+def render_shard(manifest: dict, config: dict, output_uri: str) -> dict:
     from inference.generator import MAX_PROMPT_CHARS, Adapter, CoverGenerator, Defaults
 
     model = manifest.get("model") or {}
@@ -36,7 +49,7 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
         [Adapter(a["uri"], float(a.get("weight", 1.0))) for a in model.get("adapters") or []],
         model_version=model.get("version") or "base",
         device=config.get("device"), dtype=config.get("dtype"), compile=bool(config.get("compile", False)),
-        batch_size=int(config.get("batch_size", 8)), defaults=defaults,
+        defaults=defaults,
         cache_dir=config.get("cache_dir") or settings.home / "cache" / "adapters",
         store_url=config.get("store_url") or settings.store_url,
     )

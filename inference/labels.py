@@ -3,7 +3,8 @@ select -> label -> store steps the ``label_songs`` DAG runs.
 
 A cover model needs visual words, not lyrics. Labels are English: moods, concrete objects or
 scenes, a colour palette, an art style and the genre. Every labeller returns the same shape,
-validated by :func:`validate_labels`, with the raw answer kept for audit.
+validated by :func:`validate_labels`, with the raw answer kept for audit; every term obeys the
+content policy (:func:`label_violations`, :mod:`inference.policy`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from inference import lexicon
+from inference.policy import policy_violations
 from sleeve.ids import content_hash
 
 OFFLINE_VERSION = "offline-1"
@@ -85,6 +87,18 @@ def _term(name: str, value: object) -> str:
     return term
 
 
+def label_violations(labels: dict) -> list[str]:
+    """Every policy violation in validated labels, each naming its term, e.g.
+    ``objects[0]='nude photo of a celebrity': sexual content ('nude')``."""
+    found = []
+    for name in FIELDS:
+        values = labels[name] if name in LIST_FIELDS else [labels[name]]
+        for i, term in enumerate(values):
+            where = f"{name}[{i}]" if name in LIST_FIELDS else name
+            found += [f"{where}={term!r}: {reason}" for reason in policy_violations(term)]
+    return found
+
+
 @dataclass(frozen=True)
 class Song:
     song_id: str
@@ -117,6 +131,7 @@ class LabelResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cache_hit: bool = False
+    policy_fallback: bool = False  # the labels broke the content policy; the offline ones are used
 
 
 # --- offline labeller ------------------------------------------------------------------------
@@ -178,8 +193,8 @@ def map_genre(text: str) -> str:
         if part in lexicon.GENRES:
             return lexicon.GENRES[part]
     for part in parts:
-        if part and _ENGLISH.match(part) and len(part) <= 30:
-            return part  # an English genre the lexicon does not know: keep it
+        if part and _ENGLISH.match(part) and len(part) <= 30 and not policy_violations(part):
+            return part  # an English genre the lexicon does not know (and the policy allows): keep it
     return lexicon.DEFAULT_GENRE
 
 
@@ -327,6 +342,7 @@ def usage_stats(results: list[LabelResult]) -> dict:
         "prompt_tokens": sum(r.prompt_tokens for r in results),
         "completion_tokens": sum(r.completion_tokens for r in results),
         "cache_hits": sum(r.cache_hit for r in results),
+        "policy_fallbacks": sum(r.policy_fallback for r in results),
     }
 
 

@@ -3,10 +3,14 @@
 - :class:`ChatClient` posts to ``{base_url}/chat/completions`` over requests, retries 429/5xx
   and connection errors with exponential backoff (honouring ``Retry-After``), and bounds the
   number of requests in flight.
+  An answer is read as a stream and dropped past ``max_answer_bytes`` (a labels answer is
+  about 1 KB; a hostile or broken endpoint may send megabytes).
 - :class:`LLMLabeller` asks once per song, re-asks once if the answer is garbage or breaks the
-  schema, then falls back to the offline labeller with the reason recorded. Valid answers are
-  cached in the object store under (model, label-prompt version, input hash), so re-runs and
-  backfills never pay twice.
+  schema, then falls back to the offline labeller with the reason recorded. Labels that break
+  the content policy (:mod:`inference.policy`: people's names, sexual content, text, links —
+  lyrics can carry instructions) fall back at once: asking again at temperature 0 would get the
+  same answer. Valid answers are cached in the object store under (model, label-prompt version,
+  input hash), so re-runs and backfills never pay twice; a cached answer is checked again.
 """
 
 from __future__ import annotations
@@ -23,7 +27,15 @@ from dataclasses import dataclass
 import requests
 from requests.adapters import HTTPAdapter
 
-from inference.labels import LABELS_SCHEMA, LabelError, LabelResult, OfflineLabeller, Song, validate_labels
+from inference.labels import (
+    LABELS_SCHEMA,
+    LabelError,
+    LabelResult,
+    OfflineLabeller,
+    Song,
+    label_violations,
+    validate_labels,
+)
 from sleeve.http import retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -31,6 +43,8 @@ log = logging.getLogger(__name__)
 LABEL_PROMPT_VERSION = "l1"  # bump when SYSTEM_PROMPT or the schema changes: it keys the cache
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 MAX_LYRICS_CHARS = 3000
+MAX_ANSWER_BYTES = 256 * 1024  # a labels completion is ~1 KB; anything this big is not one
+ERROR_BODY_BYTES = 2048  # what is read of an error response, for its message
 
 SYSTEM_PROMPT = (
     "You are an art director designing album covers. Read the song (the lyrics may be Korean) and "
@@ -71,7 +85,7 @@ class ChatClient:
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *, timeout_s: float = 60.0,
                  max_retries: int = 4, backoff_s: float = 1.0, max_wait_s: float = 60.0, concurrency: int = 4,
-                 sleep=time.sleep):
+                 max_answer_bytes: int = MAX_ANSWER_BYTES, sleep=time.sleep):
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"LLM base URL {base_url!r} must start with http:// or https://")
         if not model:
@@ -80,7 +94,7 @@ class ChatClient:
         self.model = model
         self.timeout_s, self.max_retries = timeout_s, max_retries
         self.backoff_s, self.max_wait_s = backoff_s, max_wait_s
-        self.concurrency = concurrency
+        self.concurrency, self.max_answer_bytes = concurrency, max_answer_bytes
         self._sleep = sleep
         self._slots = threading.BoundedSemaphore(concurrency)
         self.session = requests.Session()
@@ -97,16 +111,18 @@ class ChatClient:
         }
         for attempt in range(self.max_retries + 1):
             try:
-                with self._slots:
-                    resp = self.session.post(self.url, json=body, timeout=self.timeout_s)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+                with self._slots, self.session.post(self.url, json=body, timeout=self.timeout_s, stream=True) as resp:
+                    status, retry_after = resp.status_code, resp.headers.get("Retry-After")
+                    data = read_capped(resp, self.max_answer_bytes if status < 400 else ERROR_BODY_BYTES,
+                                       truncate=status >= 400, deadline=time.monotonic() + self.timeout_s)
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 problem, wait = f"{type(exc).__name__}", None
             else:
-                if resp.status_code < 400:
-                    return _parse_completion(resp)
-                if resp.status_code not in RETRY_STATUSES:
-                    raise LLMError(f"HTTP {resp.status_code} from the LLM endpoint: {resp.text[:200]}")
-                problem, wait = f"HTTP {resp.status_code}", retry_after_seconds(resp.headers.get("Retry-After"))
+                if status < 400:
+                    return _parse_completion(data)
+                if status not in RETRY_STATUSES:
+                    raise LLMError(f"HTTP {status} from the LLM endpoint: {data[:200].decode('utf-8', 'replace')}")
+                problem, wait = f"HTTP {status}", retry_after_seconds(retry_after)
             if attempt == self.max_retries:
                 raise LLMError(f"{problem} after {attempt + 1} attempts")
             if wait is None:  # exponential backoff with a little jitter so threads spread out
@@ -116,16 +132,54 @@ class ChatClient:
         raise AssertionError("unreachable")
 
 
-def _parse_completion(resp: requests.Response) -> ChatAnswer:
+def read_capped(resp: requests.Response, limit: int, *, truncate: bool = False,
+                deadline: float | None = None) -> bytes:
+    """The (decompressed) body, read in chunks and given up past ``limit`` bytes: BadAnswer,
+    or with ``truncate`` the first ``limit`` bytes. A declared Content-Length over the limit
+    is refused before anything is read. Past ``deadline`` (``time.monotonic()``) a body still
+    trickling in is a Timeout: the per-read timeout alone lets a slow server hold a request."""
+    declared = resp.headers.get("Content-Length", "")
+    if not truncate and declared.isdigit() and int(declared) > limit:
+        raise BadAnswer(f"answer is {int(declared):,} bytes; at most {limit:,} are read")
+    chunks, size = [], 0
+    for chunk in resp.iter_content(chunk_size=16384):
+        chunks.append(chunk)
+        size += len(chunk)
+        if deadline is not None and time.monotonic() > deadline:
+            raise requests.Timeout(f"answer still arriving after the deadline ({size:,} bytes so far)")
+        if size > limit:
+            if truncate:
+                break
+            raise BadAnswer(f"answer is over {limit:,} bytes; reading stopped there")
+    return b"".join(chunks)[:limit]
+
+
+def _parse_completion(data: bytes) -> ChatAnswer:
     try:
-        payload = resp.json()
+        payload = json.loads(data)
         content = payload["choices"][0]["message"]["content"]
         usage = payload.get("usage") or {}
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise BadAnswer(f"not a chat completion ({type(exc).__name__}): {resp.text[:120]!r}") from None
+        raise BadAnswer(f"not a chat completion ({type(exc).__name__}): {data[:120]!r}") from None
     if not isinstance(content, str):
         raise BadAnswer("the completion has no text content")
     return ChatAnswer(content, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """A song the LLM could not label usably: why, what it cost and what it said."""
+
+    song: Song
+    reason: str
+    tokens: tuple[int, int]
+    answers: list[str]
+    cache_hit: bool = False
+    policy: bool = False
+
+
+def policy_reason(violations: list[str]) -> str:
+    return ("content policy: " + "; ".join(violations))[:500]
 
 
 def song_messages(song: Song) -> list[dict]:
@@ -154,28 +208,35 @@ class LLMLabeller:
     def label_batch(self, songs: list[Song]) -> list[LabelResult]:
         with ThreadPoolExecutor(max_workers=max(1, self.client.concurrency)) as pool:
             outcomes = list(pool.map(self._label_one, songs))
-        failed = [o for o in outcomes if not isinstance(o, LabelResult)]
-        fallbacks = iter(self.fallback.label_batch([song for song, *_ in failed]))
+        failed = [o for o in outcomes if isinstance(o, Unusable)]
+        fallbacks = iter(self.fallback.label_batch([o.song for o in failed]))
         results = []
         for outcome in outcomes:
             if isinstance(outcome, LabelResult):
                 results.append(outcome)
                 continue
-            song, reason, usage, answers = outcome
             result = next(fallbacks)
-            result.labeller_version, result.fallback_reason, result.model = self.version, reason, self.client.model
-            result.prompt_tokens, result.completion_tokens = usage
+            result.labeller_version, result.fallback_reason, result.model = self.version, outcome.reason, \
+                self.client.model
+            result.prompt_tokens, result.completion_tokens = outcome.tokens
+            result.cache_hit, result.policy_fallback = outcome.cache_hit, outcome.policy
             # Keep what the LLM said (for audit) beside the offline evidence.
-            result.raw = json.dumps({"llm_answers": answers, "offline": json.loads(result.raw)}, ensure_ascii=False)
-            log.warning("song %s: LLM labels unusable (%s); used the offline labeller", song.song_id, reason)
+            result.raw = json.dumps({"llm_answers": outcome.answers, "offline": json.loads(result.raw)},
+                                    ensure_ascii=False)
+            log.warning("song %s: LLM labels unusable (%s); used the offline labeller", outcome.song.song_id,
+                        outcome.reason)
             results.append(result)
         return results
 
-    def _label_one(self, song: Song) -> LabelResult | tuple[Song, str, tuple[int, int], list[str]]:
+    def _label_one(self, song: Song) -> LabelResult | Unusable:
         key = self.cache_key(song)
         if self.cache is not None and self.cache.exists(key):
-            entry = json.loads(self.cache.get_bytes(key))
-            return self._result(song, validate_labels(entry["content"]), entry["content"], (0, 0), cache_hit=True)
+            content = json.loads(self.cache.get_bytes(key))["content"]
+            labels = validate_labels(content)
+            if violations := label_violations(labels):  # written before the check existed, or by hand
+                return Unusable(song, policy_reason(violations), (0, 0), [content[:2000]], cache_hit=True,
+                                policy=True)
+            return self._result(song, labels, content, (0, 0), cache_hit=True)
         tokens, reasons, answers = [0, 0], [], []
         for _ in range(2):  # one re-ask for garbage or schema-invalid answers
             try:
@@ -184,7 +245,7 @@ class LLMLabeller:
                 reasons.append(str(exc))
                 continue
             except LLMError as exc:  # retries already exhausted: asking again would not help
-                return song, f"llm unavailable: {exc}", tuple(tokens), answers
+                return Unusable(song, f"llm unavailable: {exc}", tuple(tokens), answers)
             tokens[0] += answer.prompt_tokens
             tokens[1] += answer.completion_tokens
             answers.append(answer.content[:2000])
@@ -193,6 +254,8 @@ class LLMLabeller:
             except LabelError as exc:
                 reasons.append(f"invalid answer: {exc}")
                 continue
+            if violations := label_violations(labels):  # never cached: the next run asks again
+                return Unusable(song, policy_reason(violations), tuple(tokens), answers, policy=True)
             if self.cache is not None:
                 entry = {"content": answer.content, "model": self.client.model, "input_hash": song.input_hash,
                          "prompt_version": LABEL_PROMPT_VERSION,
@@ -201,7 +264,7 @@ class LLMLabeller:
                 self.cache.put_bytes(key, json.dumps(entry, ensure_ascii=False, sort_keys=True).encode("utf-8"),
                                      content_type="application/json", create_only=True)
             return self._result(song, labels, answer.content, tuple(tokens))
-        return song, "; ".join(reasons)[:500], tuple(tokens), answers
+        return Unusable(song, "; ".join(reasons)[:500], tuple(tokens), answers)
 
     def _result(self, song, labels, raw, tokens, cache_hit=False) -> LabelResult:
         return LabelResult(song.song_id, labels, raw, self.name, self.version, song.input_hash,

@@ -20,6 +20,15 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from inference.generate_job import ERROR_NAME
+from inference.generator import (
+    DEFAULT_IMAGES,
+    BadRequest,
+    Defaults,
+    Request,
+    request_failure,
+    validate_request,
+)
 from sleeve.ids import content_hash, stable_id
 from sleeve.jobs import RESULT_NAME
 from sleeve.registry import canary_version, get_version, production_version, serves_canary
@@ -150,12 +159,18 @@ def adapter_lineage(model_spec: dict) -> str:
     return json.dumps([{k: a.get(k) for k in keys} for a in model_spec.get("adapters") or []], sort_keys=True)
 
 
-def manifest_request(row: dict) -> dict:
-    return {
-        "request_id": row["request_id"], "prompt": row.get("positive") or "",
-        "negative_prompt": row.get("negative") or "", "num_images": row.get("num_images") or 4,
+def manifest_request(row: dict, defaults: dict) -> dict:
+    """A request row as a shard manifest row, checked as the job will check it (types, zero
+    vs missing, ranges): raises BadRequest with the reason, so a bad row fails alone here."""
+    request = {
+        "request_id": row.get("request_id"), "prompt": row.get("positive") or "",
+        "negative_prompt": row.get("negative") or "", "num_images": row.get("num_images"),
         "seed": row.get("seed"), "width": row.get("width"), "height": row.get("height"), "steps": row.get("steps"),
     }
+    reason = validate_request(Request.from_dict(request), Defaults(**defaults))
+    if reason:
+        raise BadRequest(reason)
+    return request
 
 
 def plan_shards(warehouse: Warehouse, store: ObjectStore, requests: list[dict], *, base_model: str,
@@ -172,20 +187,21 @@ def plan_shards(warehouse: Warehouse, store: ObjectStore, requests: list[dict], 
     canary = canary_version(warehouse, "style") if canary_share > 0 else None
     for row in requests:
         if not row.get("prompt_found"):
-            failed.append({"request_id": row["request_id"], "reason": f"prompt {row.get('prompt_id')!r} not found"})
+            failed.append(request_failure(row, f"prompt {row.get('prompt_id')!r} not found"))
             continue
         version = row.get("model_version")
         if version is None and canary and row.get("kind") in CANARY_KINDS \
                 and serves_canary(row["request_id"], canary_share):
             version = canary["version"]
         try:
+            request = manifest_request(row, defaults)
             spec = resolve_model(warehouse, version, base_model, style_weight=style_weight,
                                  combine_style=combine_style, cache=cache)
-        except LookupError as exc:
-            failed.append({"request_id": row["request_id"], "reason": str(exc)})
+        except (BadRequest, LookupError) as exc:
+            failed.append(request_failure(row, str(exc)))
             continue
         specs[spec["version"]] = spec
-        by_model.setdefault(spec["version"], []).append(manifest_request(row))
+        by_model.setdefault(spec["version"], []).append(request)
     shards = []
     for version, rows in by_model.items():
         for i in range(0, len(rows), max(1, shard_size)):
@@ -233,7 +249,7 @@ def plan_run(warehouse: Warehouse, store: ObjectStore, params: dict, *, start: d
 
 def job_config(params: dict, store_url: str) -> dict:
     """``inference.generate_job``'s config for this run."""
-    return {"store_url": store_url, "format": params["format"], "batch_size": params["batch_size"]}
+    return {"store_url": store_url, "format": params["format"]}
 
 
 def shard_outcome(shard: dict, result: dict) -> dict:
@@ -243,12 +259,19 @@ def shard_outcome(shard: dict, result: dict) -> dict:
 
 
 def record_run(warehouse: Warehouse, store: ObjectStore, params: dict, *, start: datetime, end: datetime,
-               results: list[dict], started_at: datetime | None = None) -> dict:
-    """The record step: :func:`record_results` for the requests of the run's plan."""
-    body = read_json(store, plan_key(start, params))
+               started_at: datetime | None = None) -> dict:
+    """The record step: :func:`record_results` for the requests and shards of the run's plan.
+    It runs when every shard has finished, failed ones included: the shards that made their
+    images are recorded, and a failed shard's requests stay pending with its reason."""
+    key = plan_key(start, params)
+    if not store.exists(key):
+        raise RuntimeError(f"no plan at {key}: the plan task did not finish, so there is nothing to record")
+    body = read_json(store, key)
     backfill = body.get("backfill")
     extra = {"backfill_created": backfill["created"], "backfill_no_prompt": len(backfill["no_prompt"])} \
         if backfill else {}
+    results = [{"manifest_uri": s["manifest_uri"], "result_uri": f"{s['output_uri']}/{RESULT_NAME}"}
+               for s in body["shards"]]
     return record_results(warehouse, store, requests=load_requests(warehouse, body["request_ids"]),
                           results=results, plan_failed=body["failed"], start=start, end=end,
                           extra_stats=extra, started_at=started_at)
@@ -261,13 +284,24 @@ def record_images(warehouse: Warehouse, store: ObjectStore, *, requests: list[di
     Everything is keyed, so a re-run writes the same rows. ``results`` holds, per shard,
     ``{"manifest_uri", "result_uri"}``; ``data_time(request)`` dates a request's images and
     status; ``interval_start`` is the batch_generate interval that rendered them (None for
-    other stages). Returns ``{"images", "failed": {request_id: reason}, "skipped_existing",
+    other stages). A shard with no result (its job failed) leaves its requests pending, with
+    the job's error as their reason, for the next run. Returns ``{"images", "failed":
+    {request_id: reason}, "retry": {request_id: reason}, "failed_shards", "skipped_existing",
     "gpu_seconds"}``."""
     by_id = {r["request_id"]: r for r in requests}
     images, failed = [], {f["request_id"]: f["reason"] for f in plan_failed}
-    skipped, gpu_seconds = 0, 0.0
+    retry: dict[str, str] = {}
+    skipped, gpu_seconds, failed_shards = 0, 0.0, 0
     for shard in results:
-        result = read_json(store, store_key(store, shard["result_uri"]))
+        result_key = store_key(store, shard["result_uri"])
+        if not store.exists(result_key):
+            failed_shards += 1
+            reason = f"shard failed, retried next run: {shard_error(store, result_key)}"[:500]
+            manifest = read_json(store, store_key(store, shard["manifest_uri"]))
+            retry.update({row["request_id"]: reason for row in manifest["requests"]})
+            log.warning("shard %s has no result: %s", shard["manifest_uri"], reason)
+            continue
+        result = read_json(store, result_key)
         gpu_seconds += float(result.get("gpu_seconds") or 0.0)
         skipped += int(result.get("stats", {}).get("skipped_existing", 0))
         failed.update({f["request_id"]: f["reason"] for f in result.get("failed", [])})
@@ -282,7 +316,9 @@ def record_images(warehouse: Warehouse, store: ObjectStore, *, requests: list[di
     for rid, req in by_id.items():
         if rid in failed:
             status, reason = "failed", failed[rid]
-        elif made.get(rid, 0) >= (req.get("num_images") or 4):
+        elif rid in retry:
+            status, reason = "pending", retry[rid]
+        elif made.get(rid, 0) >= (DEFAULT_IMAGES if req.get("num_images") is None else req["num_images"]):
             status, reason = "done", None
         else:
             status, reason = "pending", None  # not in any shard result (should not happen): retry next run
@@ -292,8 +328,16 @@ def record_images(warehouse: Warehouse, store: ObjectStore, *, requests: list[di
                         "batch_interval_start": interval_start if status != "pending" else None,
                         "model_version": req.get("model_version") or version_of.get(rid)})
     warehouse.upsert("generation_requests", updates)
-    return {"images": len(images), "failed": failed, "skipped_existing": skipped,
-            "gpu_seconds": round(gpu_seconds, 3)}
+    return {"images": len(images), "failed": failed, "retry": retry, "failed_shards": failed_shards,
+            "skipped_existing": skipped, "gpu_seconds": round(gpu_seconds, 3)}
+
+
+def shard_error(store: ObjectStore, result_key: str) -> str:
+    """Why a shard has no result: the job's ``error.json`` beside it, or what is known."""
+    error_key = result_key.rsplit("/", 1)[0] + "/" + ERROR_NAME
+    if store.exists(error_key):
+        return str(read_json(store, error_key).get("error") or "unknown error")
+    return "the job wrote no result (killed, or it never started); see the generate task's log"
 
 
 def record_results(warehouse: Warehouse, store: ObjectStore, *, requests: list[dict], results: list[dict],
@@ -304,11 +348,12 @@ def record_results(warehouse: Warehouse, store: ObjectStore, *, requests: list[d
     recorded = record_images(warehouse, store, requests=requests, results=results, plan_failed=plan_failed,
                              data_time=lambda req: _at(req, start), interval_start=start)
     stats = {"requests": len(requests), "images": recorded["images"], "failed": len(recorded["failed"]),
-             "skipped_existing": recorded["skipped_existing"], "gpu_seconds": recorded["gpu_seconds"],
-             "shards": len(results), **(extra_stats or {})}
+             "retry": len(recorded["retry"]), "skipped_existing": recorded["skipped_existing"],
+             "gpu_seconds": recorded["gpu_seconds"], "shards": len(results), "failed_shards": recorded["failed_shards"],
+             **(extra_stats or {})}
     # Durations only (``started_at`` is when the run's first task began): never a key.
-    record_stage(warehouse, DAG_ID, STAGE, (start, end), status="success", stats=stats, started_at=started_at,
-                 finished_at=datetime.now(UTC) if started_at else None)
+    record_stage(warehouse, DAG_ID, STAGE, (start, end), status="failed" if recorded["failed_shards"] else "success",
+                 stats=stats, started_at=started_at, finished_at=datetime.now(UTC) if started_at else None)
     return stats
 
 

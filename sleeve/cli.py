@@ -1,6 +1,7 @@
 """`python -m sleeve.cli COMMAND`: operator commands that need no Airflow scheduler.
 
     init        migrate the warehouse, create store/outbox, build the tiny model, init Airflow's DB
+                and its `gpu` pool
     migrate     apply pending warehouse migrations
     tiny-model  (re)build the tiny SDXL at $SLEEVE_HOME/models/tiny-sdxl
 """
@@ -37,6 +38,9 @@ def cmd_init(args) -> None:
     # Airflow's own metadata DB (sqlite under AIRFLOW_HOME) for dag.test() and the local UI.
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
                    stdout=subprocess.DEVNULL)
+    # Every GPU task takes a slot of pool `gpu`: without the pool the scheduler never runs them.
+    subprocess.run([sys.executable, "-m", "airflow", "pools", "set", "gpu", str(settings.gpu_slots),
+                    "Sleeve GPU jobs: one slot per GPU (SLEEVE_GPU_SLOTS)"], check=True, stdout=subprocess.DEVNULL)
     print(f"SLEEVE_HOME ready at {settings.home}")
 
 

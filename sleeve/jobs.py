@@ -34,6 +34,7 @@ from pathlib import Path
 from sleeve.store import ObjectStore, open_uri, read_json, write_json
 
 RESULT_NAME = "result.json"
+NOT_READY_EXIT = 2  # settings or arguments are wrong: the launcher fails the task without retrying
 
 
 def output_location(output_uri: str, store: ObjectStore | None = None) -> tuple[ObjectStore, str]:
@@ -116,14 +117,30 @@ def configure_cpu_threads() -> None:
 
 def run_job(main: Callable[[dict, dict, str], dict], argv: Sequence[str] | None = None) -> int:
     """Parse the CLI, run ``main(manifest, config, output_uri)``, write result.json (rank 0).
-    ``gpu_seconds`` (wall time of the job on its device) is added unless the job sets it."""
+    ``gpu_seconds`` (wall time of the job on its device) is added unless the job sets it.
+    First the scratch folders of killed jobs on this machine are swept (:mod:`sleeve.scratch`)."""
+    from sleeve.preflight import check_ready
+    from sleeve.scratch import sweep
+    from sleeve.settings import SettingsError, mark_gpu_job
+
     manifest_uri, config, output_uri = parse_args(argv)
-    configure_cpu_threads()
-    started = time.perf_counter()
-    result = main(read_manifest(manifest_uri), config, output_uri)
-    result.setdefault("gpu_seconds", round(time.perf_counter() - started, 3))
-    if is_main_process():
-        uri = write_result(output_uri, result)
-        print(f"result written to {uri}", flush=True)
+    mark_gpu_job()  # a GPU job never sees an email: it runs without SLEEVE_PII_KEY
+    try:
+        try:
+            check_ready(needs=("store",))  # before any model is loaded
+        except SettingsError as exc:
+            print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(NOT_READY_EXIT)
+        configure_cpu_threads()
+        if swept := sweep():
+            print(f"removed {swept} scratch folder(s) of killed jobs", flush=True)
+        started = time.perf_counter()
+        result = main(read_manifest(manifest_uri), config, output_uri)
+        result.setdefault("gpu_seconds", round(time.perf_counter() - started, 3))
+        if is_main_process():
+            uri = write_result(output_uri, result)
+            print(f"result written to {uri}", flush=True)
+    finally:
+        mark_gpu_job(False)
     sys.stdout.flush()
     return 0

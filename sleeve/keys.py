@@ -26,6 +26,12 @@ def user_prefix(user_id: str) -> str:
     return f"users/{check_user_id(user_id)}/"
 
 
+def owner_of(key: str) -> str | None:
+    """The user whose personal data ``key`` is (it lies under ``users/<user_id>/``), else None."""
+    parts = key.lstrip("/").split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == "users" and _USER_ID.match(parts[1]) else None
+
+
 def uploads_prefix(user_id: str) -> str:
     return f"{user_prefix(user_id)}uploads/"
 

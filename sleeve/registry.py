@@ -19,7 +19,7 @@ per kind, ``canary_of`` = the production version it is compared with); the users
 promote it (``canary`` -> ``production``) or retire it (``canary`` -> ``retired``), with the reason
 in ``decision_reason``.
 
-    python -m sleeve.registry show [--kind style]
+    python -m sleeve.registry show [--kind style|dreambooth]   # all kinds by default
     python -m sleeve.registry rollback [--kind style]
 """
 
@@ -200,23 +200,61 @@ def rollback(warehouse: Warehouse, kind: str = "style", now: datetime | None = N
     return get_version(warehouse, previous)
 
 
+def list_all(warehouse: Warehouse, kind: str | None = None) -> list[dict]:
+    """Every version (of ``kind``, or of all kinds), oldest first."""
+    where, params = ("WHERE kind = @kind", {"kind": kind}) if kind else ("", {})
+    rows = warehouse.query(f"SELECT * FROM model_versions {where} ORDER BY kind, created_at, version", params)
+    return [_decode(r) for r in rows]
+
+
+def _when(value) -> str:
+    """A registry timestamp as recorded (UTC), never relative to the viewer's clock."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def gate_numbers(metrics: dict) -> str:
+    """The gate's key numbers: the new model's validation loss against the champion's."""
+    try:
+        new, old = float(metrics["challenger"]["val_loss"]), float(metrics["champion"]["val_loss"])
+    except (KeyError, TypeError, ValueError):
+        loss = metrics.get("final_loss")
+        return f"final loss {loss:.4g}" if isinstance(loss, int | float) else "-"
+    change = f" ({100 * (new - old) / old:+.1f} %)" if old else ""
+    return f"val loss {new:.5g} vs {old:.5g}{change}"
+
+
+SHOW_COLUMNS = ("VERSION", "KIND", "ALIAS", "STATUS", "CREATED (UTC)", "PROMOTED (UTC)", "GATE", "ADAPTER")
+
+
+def show_table(rows: list[dict]) -> str:
+    table = [SHOW_COLUMNS] + [(r["version"], r["kind"] or "-", r["alias"] or "-", r["status"] or "-",
+                               _when(r["created_at"]), _when(r.get("promoted_at")), gate_numbers(r["metrics"]),
+                               r["adapter_uri"] or "-") for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(SHOW_COLUMNS) - 1)]
+    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
+                     for row in table)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sleeve.registry", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["show", "rollback"])
-    parser.add_argument("--kind", default="style")
+    parser.add_argument("--kind", default=None,
+                        help="show: only this kind (style, dreambooth; default all); rollback: default style")
     args = parser.parse_args(argv)
-    warehouse = open_warehouse()
-    warehouse.migrate()
+    from sleeve.settings import SettingsError
+
     try:
+        warehouse = open_warehouse()
+        warehouse.migrate()
         if args.command == "rollback":
-            row = rollback(warehouse, args.kind)
-            print(f"{args.kind} production is now {row['version']} ({row['adapter_uri']})")
+            row = rollback(warehouse, args.kind or "style")
+            print(f"{args.kind or 'style'} production is now {row['version']} ({row['adapter_uri']})")
         else:
-            for row in list_versions(warehouse, args.kind):
-                print(f"{row['version']:<40} {row['alias'] or '-':<11} {row['status']:<12} {row['adapter_uri']}")
-    except RegistryError as exc:
+            rows = list_all(warehouse, args.kind)
+            print(show_table(rows) if rows else f"no {args.kind or ''} model versions registered yet".replace("  ", " "))
+    except (RegistryError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(exc, RegistryError) else 2
     return 0
 
 

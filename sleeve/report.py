@@ -1,10 +1,18 @@
 """The week's numbers for the weekly report, gathered from the warehouse.
 
 ``build_report(warehouse, week_start, week_end)`` reads what every stage recorded for the
-half-open window [week_start, week_end) and returns a JSON-ready dict: activity and ratings,
-the top-rated covers, what retraining did, data (crawl, labelling), and health (failures,
-durations, GPU time). An empty week gives zeros and ``None`` means, never an error. No
-personal data is read: no emails, no photos, no user ids (only a distinct-user count).
+half-open window [week_start, week_end) and returns a JSON-ready dict: activity and ratings (with
+the week before and the trend of the last weeks), the best covers, what retraining decided and
+which model was in production, data (crawl, labelling) and health (failures, stage outcomes, GPU
+time). An empty week gives zeros and ``None`` means, never an error.
+
+A report is a function of its week: it reads only what a re-run of a stage leaves as it was
+(rows keyed by the data interval, reviews, images, the registry's promotion dates), never the
+wall clock, never a re-run's own bookkeeping (its durations, "already existed" counts, the GPU
+seconds of a generation re-run that skipped everything), so re-running it gives the same text.
+
+No personal data is read: no emails, no photos, no user ids (only a distinct-user count), and
+personalised covers (a user's face) never reach the top covers.
 """
 
 from __future__ import annotations
@@ -22,9 +30,15 @@ RATINGS = (1, 2, 3, 4, 5)
 CRAWL_KEYS = ("fetched", "new", "updated", "unchanged", "quarantined", "errors")
 LABEL_KEYS = ("songs", "labelled", "skipped", "llm", "offline", "fallbacks", "prompt_tokens",
               "completion_tokens", "cache_hits")
-GENERATE_KEYS = ("requests", "images", "failed", "skipped_existing", "gpu_seconds")
+GENERATE_KEYS = ("requests", "images", "failed")
 PERSONALIZE_KEYS = ("requests", "trained", "failed", "images", "gpu_seconds")
+# Stages whose recorded GPU seconds a re-run keeps (a batch_generate re-run overwrites its own
+# with the seconds it took to skip what was stored, so generation time is left out).
+STABLE_GPU_STAGES = ("personalize",)
+TREND_WEEKS = 8
 WINDOW = "created_at >= @start AND created_at < @end"
+NOT_PERSONAL = "COALESCE(kind, '') != 'personalize'"
+NOT_PRODUCT_SHOT = "image_id NOT IN (SELECT shot_id FROM product_shots)"  # shots have their own section
 
 
 def _stats(raw) -> dict:
@@ -57,18 +71,20 @@ def _sum(rows: list[dict], keys: tuple[str, ...]) -> dict:
     return totals
 
 
-def _seconds(start, end) -> float | None:
-    return (end - start).total_seconds() if start is not None and end is not None else None
-
-
 def _iso(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def _count(warehouse: Warehouse, sql: str, params: dict) -> int:
+    return warehouse.query(sql, params)[0]["n"]
+
+
 def ratings(warehouse: Warehouse, start: datetime, end: datetime) -> dict:
-    """Distribution of valid ratings (1..5), their mean, and how many were out of range."""
+    """Distribution of the covers' valid ratings (1..5), their mean, the share of 4 and 5 stars,
+    and how many were out of range. Product shots share the reviews table and have their own
+    section, so they are left out here."""
     rows = warehouse.query(
-        f"SELECT rating, COUNT(*) AS n FROM reviews WHERE {WINDOW} GROUP BY rating",
+        f"SELECT rating, COUNT(*) AS n FROM reviews WHERE {WINDOW} AND {NOT_PRODUCT_SHOT} GROUP BY rating",
         {"start": start, "end": end},
     )
     distribution = dict.fromkeys(RATINGS, 0)
@@ -80,89 +96,139 @@ def ratings(warehouse: Warehouse, start: datetime, end: datetime) -> dict:
             invalid += row["n"]
     count = sum(distribution.values())
     mean = sum(r * n for r, n in distribution.items()) / count if count else None
-    return {"distribution": distribution, "count": count, "mean": mean, "invalid": invalid}
+    share = (distribution[4] + distribution[5]) / count if count else None
+    return {"distribution": distribution, "count": count, "mean": mean, "share_4plus": share, "invalid": invalid}
 
 
 def activity(warehouse: Warehouse, start: datetime, end: datetime) -> dict:
+    """Cover requests (users' and backfills'), personalisation requests (covers with a user's
+    face, made by the personalize DAG), covers made, reviews and active users."""
     params = {"start": start, "end": end}
-    requests = warehouse.query(f"SELECT COUNT(*) AS n FROM generation_requests WHERE {WINDOW}", params)[0]["n"]
-    images = warehouse.query(f"SELECT COUNT(*) AS n FROM images WHERE {WINDOW}", params)[0]["n"]
-    reviews = warehouse.query(f"SELECT COUNT(*) AS n FROM reviews WHERE {WINDOW}", params)[0]["n"]
-    users = warehouse.query(
+    requests = _count(warehouse, f"SELECT COUNT(*) AS n FROM generation_requests WHERE {WINDOW} AND {NOT_PERSONAL}",
+                      params)
+    personal = _count(warehouse, f"SELECT COUNT(*) AS n FROM personalization_requests WHERE {WINDOW}", params)
+    images = _count(warehouse, f"SELECT COUNT(*) AS n FROM images WHERE {WINDOW}", params)
+    personal_images = _count(
+        warehouse, "SELECT COUNT(*) AS n FROM images AS i JOIN generation_requests AS g ON g.request_id = i.request_id"
+        " WHERE i.created_at >= @start AND i.created_at < @end AND g.kind = 'personalize'", params)
+    reviews = _count(warehouse, f"SELECT COUNT(*) AS n FROM reviews WHERE {WINDOW} AND {NOT_PRODUCT_SHOT}", params)
+    users = _count(
+        warehouse,
         "SELECT COUNT(DISTINCT user_id) AS n FROM ("
         f" SELECT user_id FROM generation_requests WHERE {WINDOW}"
         f" UNION ALL SELECT user_id FROM reviews WHERE {WINDOW}"
         ") AS active WHERE user_id IS NOT NULL",
         params,
-    )[0]["n"]
-    return {"requests": requests, "images": images, "reviews": reviews, "users": users}
-
-
-def top_covers(warehouse: Warehouse, start: datetime, end: datetime, limit: int = 8) -> list[dict]:
-    """The week's best-rated images (by mean of the week's valid ratings, then review count),
-    with their song for the caption."""
-    rows = warehouse.query(
-        "SELECT r.image_id, AVG(r.rating) AS rating, COUNT(*) AS reviews,"
-        " ANY_VALUE(i.thumb_uri) AS thumb_uri, ANY_VALUE(i.uri) AS uri,"
-        " ANY_VALUE(i.model_version) AS model_version,"
-        " ANY_VALUE(s.title) AS title, ANY_VALUE(s.artist) AS artist"
-        " FROM reviews AS r"
-        " JOIN images AS i ON i.image_id = r.image_id"
-        " LEFT JOIN generation_requests AS g ON g.request_id = i.request_id"
-        " LEFT JOIN prompts AS p ON p.prompt_id = i.prompt_id"
-        " LEFT JOIN songs AS s ON s.song_id = COALESCE(g.song_id, p.song_id)"
-        " WHERE r.created_at >= @start AND r.created_at < @end AND r.rating BETWEEN 1 AND 5"
-        " GROUP BY r.image_id"
-        " ORDER BY rating DESC, reviews DESC, r.image_id"
-        " LIMIT @limit",
-        {"start": start, "end": end, "limit": limit},
     )
-    return [{**row, "rating": float(row["rating"]), "title": row["title"] or "(unknown song)"} for row in rows]
+    return {"requests": requests, "personalization_requests": personal, "images": images,
+            "personalized_images": personal_images, "reviews": reviews, "users": users}
 
 
-def model(warehouse: Warehouse, start: datetime, end: datetime) -> dict:
-    """Retraining runs for the week, the production version now, and any rollback: a version
-    that became production again this week while a newer one was retired this week."""
+def trend(warehouse: Warehouse, week_start: datetime, week_end: datetime, weeks: int = TREND_WEEKS) -> list[dict]:
+    """Mean rating and share of 4-5 stars of the reviews of each of the last ``weeks`` weeks
+    (oldest first, this one last), and the style version promoted from each week's retraining."""
+    span = week_end - week_start
+    promoted = {r["interval_start"]: r["model_version"] for r in warehouse.query(
+        "SELECT interval_start, model_version FROM training_runs WHERE kind = 'style' AND decision = 'promote'"
+        " AND interval_start >= @start AND interval_start < @end",
+        {"start": week_start - span * (weeks - 1), "end": week_end})}
+    out = []
+    for back in range(weeks - 1, -1, -1):
+        start = week_start - span * back
+        r = ratings(warehouse, start, start + span)
+        out.append({"week_start": start.isoformat(), "reviews": r["count"], "mean": r["mean"],
+                    "share_4plus": r["share_4plus"], "promoted": promoted.get(start)})
+    return out
+
+
+def top_covers(warehouse: Warehouse, start: datetime, end: datetime, limit: int = 8,
+               min_reviews: int = 2) -> list[dict]:
+    """The week's best covers, one per request (its best image): by mean of the week's valid
+    ratings, ties broken by review count; only images with at least ``min_reviews`` reviews
+    rank. Personalised covers (a user's face) are never shown."""
+    rows = warehouse.query(
+        "SELECT * FROM ("
+        " SELECT *, ROW_NUMBER() OVER (PARTITION BY request_id ORDER BY rating DESC, reviews DESC, image_id)"
+        " AS rank_in_request FROM ("
+        "  SELECT r.image_id, i.request_id, AVG(r.rating) AS rating, COUNT(*) AS reviews,"
+        "  ANY_VALUE(i.thumb_uri) AS thumb_uri, ANY_VALUE(i.uri) AS uri,"
+        "  ANY_VALUE(i.model_version) AS model_version,"
+        "  ANY_VALUE(s.title) AS title, ANY_VALUE(s.artist) AS artist"
+        "  FROM reviews AS r"
+        "  JOIN images AS i ON i.image_id = r.image_id"
+        "  LEFT JOIN generation_requests AS g ON g.request_id = i.request_id"
+        "  LEFT JOIN prompts AS p ON p.prompt_id = i.prompt_id"
+        "  LEFT JOIN songs AS s ON s.song_id = COALESCE(g.song_id, p.song_id)"
+        "  LEFT JOIN model_versions AS m ON m.version = i.model_version"
+        "  WHERE r.created_at >= @start AND r.created_at < @end AND r.rating BETWEEN 1 AND 5"
+        "  AND COALESCE(g.kind, '') != 'personalize' AND COALESCE(m.kind, '') != 'dreambooth'"
+        "  GROUP BY r.image_id, i.request_id"
+        "  HAVING COUNT(*) >= @min_reviews"
+        " ) AS per_image"
+        ") AS ranked WHERE rank_in_request = 1"
+        " ORDER BY rating DESC, reviews DESC, image_id"
+        " LIMIT @limit",
+        {"start": start, "end": end, "limit": limit, "min_reviews": min_reviews},
+    )
+    keep = ("image_id", "request_id", "thumb_uri", "uri", "model_version", "reviews")
+    return [{**{k: row[k] for k in keep}, "rating": float(row["rating"]), "title": row["title"] or "(unknown song)",
+             "artist": row["artist"] or ""} for row in rows]
+
+
+def production_during(warehouse: Warehouse, end: datetime) -> dict | None:
+    """The style version in production at the end of the week, by the registry's promotion
+    dates (a version promoted when the week's retraining ended, at ``end``, serves the next week).
+    A rollback re-dates the version it restores."""
+    rows = warehouse.query(
+        "SELECT version, base_model, COALESCE(promoted_at, created_at) AS since FROM model_versions"
+        " WHERE COALESCE(kind, 'style') = 'style' AND COALESCE(promoted_at, created_at) < @end"
+        " AND (promoted_at IS NOT NULL OR alias = 'production')"
+        " ORDER BY since DESC, version DESC LIMIT 1",
+        {"end": end},
+    )
+    return {"version": rows[0]["version"], "base_model": rows[0]["base_model"], "since": _iso(rows[0]["since"])} \
+        if rows else None
+
+
+def _snapshot_counts(store, manifest_uri: str | None) -> dict:
+    """The snapshot manifest's counts (generated images, covers, train/val), if it can be read."""
+    if store is None or not manifest_uri:
+        return {}
+    from sleeve.store import open_uri, read_json
+
+    try:
+        source, key = open_uri(manifest_uri, store)
+        counts = read_json(source, key).get("counts", {})
+    except Exception as exc:  # the report must not sink because a manifest moved
+        log.warning("snapshot manifest %s unreadable (%s)", manifest_uri, type(exc).__name__)
+        return {}
+    return counts if isinstance(counts, dict) else {}
+
+
+def model(warehouse: Warehouse, start: datetime, end: datetime, store=None) -> dict:
+    """The week's style retraining run(s) and their gate decision, what they trained on, the
+    version in production during the week, and rollbacks recorded in the week."""
     runs = warehouse.query(
         "SELECT run_id, kind, status, reason, metrics, decision, decision_reasons, model_version, gpu_seconds,"
-        " started_at, finished_at FROM training_runs"
-        " WHERE interval_start >= @start AND interval_start < @end ORDER BY started_at, run_id",
+        " manifest_uri FROM training_runs"
+        " WHERE interval_start >= @start AND interval_start < @end ORDER BY interval_start, run_id",
         {"start": start, "end": end},
     )
-    production = warehouse.query(
-        "SELECT version, kind, base_model, metrics, training_run_id, created_at, updated_at FROM model_versions"
-        " WHERE alias = 'production' AND COALESCE(kind, 'style') != 'dreambooth'"
-        " ORDER BY updated_at DESC, created_at DESC LIMIT 1",
-    )
-    changed = warehouse.query(
-        "SELECT version, alias, status, created_at FROM model_versions"
-        " WHERE updated_at >= @start AND updated_at < @end AND COALESCE(kind, 'style') != 'dreambooth'",
+    rolled_back = warehouse.query(
+        "SELECT version, previous_version FROM model_versions WHERE status = 'rolled_back'"
+        " AND updated_at >= @start AND updated_at < @end AND COALESCE(kind, 'style') = 'style' ORDER BY version",
         {"start": start, "end": end},
     )
-    rollbacks = []
-    for row in changed:
-        if row["alias"] != "production":
-            continue
-        retired = [c["version"] for c in changed
-                   if c["alias"] != "production" and c["created_at"] and row["created_at"]
-                   and c["created_at"] > row["created_at"]]
-        if retired:
-            rollbacks.append({"restored": row["version"], "retired": sorted(retired)})
-    prod = production[0] if production else None
     return {
         "canary": canary(warehouse, start, end),
         "runs": [{
-            "run_id": r["run_id"], "kind": r["kind"], "status": r["status"], "reason": r["reason"],
+            "run_id": r["run_id"], "kind": r["kind"] or "style", "status": r["status"], "reason": r["reason"],
             "metrics": _stats(r["metrics"]), "decision": r["decision"],
             "decision_reasons": _json_list(r["decision_reasons"]), "model_version": r["model_version"],
-            "gpu_seconds": r["gpu_seconds"] or 0.0, "duration_s": _seconds(r["started_at"], r["finished_at"]),
+            "gpu_seconds": r["gpu_seconds"] or 0.0, "trained_on": _snapshot_counts(store, r["manifest_uri"]),
         } for r in runs],
-        "production": None if prod is None else {
-            "version": prod["version"], "base_model": prod["base_model"], "metrics": _stats(prod["metrics"]),
-            "since": _iso(prod["updated_at"] or prod["created_at"]),
-        },
-        "promoted": sorted(c["version"] for c in changed if c["alias"] == "production"),
-        "rollbacks": rollbacks,
+        "production": production_during(warehouse, end),
+        "rollbacks": [{"restored": r["previous_version"], "retired": r["version"]} for r in rolled_back],
     }
 
 
@@ -184,7 +250,7 @@ def canary(warehouse: Warehouse, start: datetime, end: datetime) -> dict:
 
 def _stage_rows(warehouse: Warehouse, start: datetime, end: datetime) -> list[dict]:
     return warehouse.query(
-        "SELECT dag_id, stage, status, stats, started_at, finished_at FROM stage_runs"
+        "SELECT dag_id, stage, status, stats FROM stage_runs"
         " WHERE interval_start >= @start AND interval_start < @end ORDER BY dag_id, stage, interval_start",
         {"start": start, "end": end},
     )
@@ -226,17 +292,16 @@ def health(warehouse: Warehouse, stage_rows: list[dict], training_runs: list[dic
     for row in stage_rows:
         entry = stages.setdefault((row["dag_id"], row["stage"]),
                                   {"dag_id": row["dag_id"], "stage": row["stage"], "runs": 0, "failed": 0,
-                                   "total_s": 0.0, "max_s": 0.0})
+                                   "statuses": []})
         entry["runs"] += 1
         entry["failed"] += row["status"] == "failed"
-        seconds = _seconds(row["started_at"], row["finished_at"]) or 0.0
-        entry["total_s"] += seconds
-        entry["max_s"] = max(entry["max_s"], seconds)
+        entry["statuses"] = sorted({*entry["statuses"], row["status"] or "unknown"})
         gpu_seconds = _stats(row["stats"]).get("gpu_seconds")
-        if isinstance(gpu_seconds, (int, float)):
+        if row["stage"] in STABLE_GPU_STAGES and isinstance(gpu_seconds, (int, float)):
             gpu[row["stage"]] += gpu_seconds
     for run in training_runs:
-        gpu[f"train:{run['kind'] or 'style'}"] += run["gpu_seconds"]
+        if run["gpu_seconds"]:
+            gpu[f"train:{run['kind']}"] += run["gpu_seconds"]
     return {
         "failures": failures,
         "failed_runs": failed_runs,
@@ -247,31 +312,61 @@ def health(warehouse: Warehouse, stage_rows: list[dict], training_runs: list[dic
     }
 
 
-def build_report(warehouse: Warehouse, week_start: datetime, week_end: datetime, top: int = 8) -> dict:
-    """Everything the weekly report says about [week_start, week_end), as a JSON-ready dict."""
+def product_shots(warehouse: Warehouse, start: datetime, end: datetime, limit: int = 8) -> dict:
+    """The week's product shots: requests, shots, failures, their reviews, and the best-rated
+    shots (by mean rating, then review count) captioned with the product name."""
+    params = {"start": start, "end": end}
+    requests = warehouse.query(
+        "SELECT COUNT(*) AS n, COUNTIF(status = 'failed') AS failed FROM product_requests"
+        f" WHERE {WINDOW}", params)[0]
+    shots = warehouse.query(f"SELECT COUNT(*) AS n FROM product_shots WHERE {WINDOW}", params)[0]["n"]
+    # GROUP BY 1, not s.shot_id: the BigQuery emulator the tests run cannot ORDER BY a query
+    # grouped by a column it selects under another name (BigQuery and DuckDB can).
+    rated = warehouse.query(
+        "SELECT s.shot_id AS image_id, AVG(r.rating) AS rating, COUNT(*) AS reviews, ANY_VALUE(s.name) AS title,"
+        " ANY_VALUE(s.thumb_uri) AS thumb_uri, ANY_VALUE(s.uri) AS uri FROM reviews AS r"
+        " JOIN product_shots AS s ON s.shot_id = r.image_id"
+        " WHERE r.created_at >= @start AND r.created_at < @end AND r.rating BETWEEN 1 AND 5"
+        " GROUP BY 1 ORDER BY rating DESC, reviews DESC, image_id", params)
+    count = sum(r["reviews"] for r in rated)
+    return {"requests": requests["n"], "failed": requests["failed"] or 0, "shots": shots, "reviews": count,
+            "mean_rating": sum(float(r["rating"]) * r["reviews"] for r in rated) / count if count else None,
+            "top": [{**r, "rating": float(r["rating"]), "title": r["title"] or "(product)"} for r in rated[:limit]]}
+
+
+def build_report(warehouse: Warehouse, week_start: datetime, week_end: datetime, top: int = 8, *,
+                 min_reviews: int = 2, trend_weeks: int = TREND_WEEKS, store=None) -> dict:
+    """Everything the weekly report says about [week_start, week_end), as a JSON-ready dict.
+    ``store`` (optional) lets it read what the week's training snapshot held."""
     if week_end <= week_start:
         raise ValueError(f"week_end {week_end} must be after week_start {week_start}")
     prev_start = week_start - (week_end - week_start)
     week = ratings(warehouse, week_start, week_end)
     previous = ratings(warehouse, prev_start, week_start)
     week["previous_mean"] = previous["mean"]
+    week["previous_count"] = previous["count"]
     week["change"] = (week["mean"] - previous["mean"]
                       if week["mean"] is not None and previous["mean"] is not None else None)
     stage_rows = _stage_rows(warehouse, week_start, week_end)
     counts = activity(warehouse, week_start, week_end)
-    retrain = model(warehouse, week_start, week_end)
+    counts["previous_images"] = _count(warehouse, "SELECT COUNT(*) AS n FROM images WHERE " + WINDOW,
+                                       {"start": prev_start, "end": week_start})
+    retrain = model(warehouse, week_start, week_end, store)
     return {
         "week_start": week_start.isoformat(),
         "week_end": week_end.isoformat(),
-        "empty": not any(counts.values()) and not stage_rows and not retrain["runs"],
+        "empty": not any(v for k, v in counts.items() if k != "previous_images") and not stage_rows
+                 and not retrain["runs"],
         "activity": counts,
         "ratings": week,
-        "top_covers": top_covers(warehouse, week_start, week_end, top),
+        "trend": trend(warehouse, week_start, week_end, trend_weeks),
+        "top_covers": top_covers(warehouse, week_start, week_end, top, min_reviews),
+        "top_min_reviews": min_reviews,
         "model": retrain,
         "data": data(stage_rows),
         "health": health(warehouse, stage_rows, retrain["runs"], week_start, week_end),
+        "product_shots": product_shots(warehouse, week_start, week_end, top),
     }
-
 
 
 def retraining_settled(warehouse: Warehouse, week_start: datetime) -> bool:
@@ -280,3 +375,20 @@ def retraining_settled(warehouse: Warehouse, week_start: datetime) -> bool:
     rows = warehouse.query(
         "SELECT status FROM training_runs WHERE kind = 'style' AND interval_start = @start", {"start": week_start})
     return any(r["status"] in ("trained", "skipped", "failed") for r in rows)
+
+
+def retraining_to_wait_for(*, paused: bool | None, active_runs: int, next_run: datetime | None,
+                           week_start: datetime) -> str | None:
+    """Why a report of the week starting ``week_start`` should keep waiting for that week's
+    retraining, or None when there is nothing to wait for. The facts are about the retraining
+    DAG: paused (None: no such DAG), its queued or running runs for that week, and the start of
+    the next interval its schedule will run."""
+    if paused is None:
+        return None
+    if active_runs:
+        return f"{active_runs} retraining run(s) for this week are queued or running"
+    if paused:
+        return None
+    if next_run is not None and next_run <= week_start:
+        return f"the retraining of this week is scheduled (next interval starts {next_run.isoformat()})"
+    return None

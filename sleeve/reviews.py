@@ -2,7 +2,8 @@
 
 The web service, the demo and the simulated users all call :func:`record_reviews`, so a rating
 is checked once, at the boundary: an integer 1..5 (not a bool, not 4.5, not "5"), by a known
-user, of an image that exists, with a short plain-text comment. A user has one review per image:
+user, of an image that exists (a cover in ``images`` or a shot in ``product_shots``), with a short
+plain-text comment. A user has one review per image:
 ``review_id`` is derived from (image, user), so a second review of the same image updates the
 first instead of adding a row. A bad review is rejected alone, with its reason; the rest land.
 """
@@ -62,8 +63,10 @@ def record_reviews(warehouse: Warehouse, reviews: list[dict]) -> dict:
             rejected.append({"index": index, "reason": str(exc)})
     image_ids = sorted({r["image_id"] for r in checked.values()})
     user_ids = sorted({r["user_id"] for r in checked.values()})
-    known_images = {r["image_id"] for r in warehouse.query(
-        "SELECT image_id FROM images WHERE image_id IN UNNEST(@ids)", {"ids": image_ids})} if image_ids else set()
+    known_images = {r["image_id"] for r in warehouse.query(  # a cover, or a product shot (no images row)
+        "SELECT image_id FROM images WHERE image_id IN UNNEST(@ids) "
+        "UNION ALL SELECT shot_id AS image_id FROM product_shots WHERE shot_id IN UNNEST(@ids)",
+        {"ids": image_ids})} if image_ids else set()
     known_users = {r["user_id"] for r in warehouse.query(
         "SELECT user_id FROM users WHERE user_id IN UNNEST(@ids)", {"ids": user_ids})} if user_ids else set()
     rows = []

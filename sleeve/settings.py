@@ -9,7 +9,7 @@ never from this module's defaults.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -91,14 +91,35 @@ class Settings:
     crawl_rate: float = 1.0  # requests/s per host
     crawl_workers: int = 4  # requests in flight across hosts
     crawl_obey_robots: bool = True
-    # Keys the email hash. The default suits the offline demo only; production sets a secret.
+    # Keys the email hash. The default is public and suits the offline demo only: anywhere
+    # else (a non-default warehouse, store or notifier) SLEEVE_PII_KEY must hold a secret.
     pii_key: str = field(default="sleeve-local-demo-key", repr=False)
+    scratch_dir: Path | None = None  # None: home/scratch; GPU jobs' private folders (sleeve.scratch)
+    # The web service (service/): where it listens, what signs its cookies (empty: a random key
+    # kept in $SLEEVE_HOME/service-secret), how long a request waits for the warehouse before
+    # answering 503, and the Airflow REST API that renders covers in production (empty: the
+    # service's in-process worker does).
+    service_host: str = "127.0.0.1"
+    service_port: int = 8000
+    service_secret: str = field(default="", repr=False)
+    service_db_wait_s: float = 5.0
+    airflow_api_url: str = ""
+    airflow_api_user: str = ""
+    airflow_api_password: str = field(default="", repr=False)
 
     def __post_init__(self):
         if not self.store_url:
             object.__setattr__(self, "store_url", f"file://{self.store_dir}")
         if not self.base_model:
             object.__setattr__(self, "base_model", str(self.tiny_model_dir))
+        if self.scratch_dir is None:
+            object.__setattr__(self, "scratch_dir", self.home / "scratch")
+
+    @property
+    def is_demo(self) -> bool:
+        """All on the embedded defaults: local warehouse, store and outbox."""
+        return (self.warehouse, self.store_url, self.notifier) == \
+            (Settings.warehouse, f"file://{self.store_dir}", Settings.notifier)
 
     # Embedded-default locations under SLEEVE_HOME.
     @property
@@ -157,8 +178,65 @@ def _crawl_settings(env: dict) -> dict:
             "crawl_obey_robots": obey in ("true", "1", "yes")}
 
 
-def load_settings(env: dict | None = None) -> Settings:
-    """Read and validate settings from ``env`` (default: ``os.environ``)."""
+MIN_SECRET_CHARS = 32
+
+
+def _service_settings(env: dict) -> dict:
+    """SLEEVE_SERVICE_* and SLEEVE_AIRFLOW_API_* for the web service, validated."""
+    port = _positive_int(env, "SLEEVE_SERVICE_PORT", Settings.service_port)
+    if port > 65535:
+        raise SettingsError(f"SLEEVE_SERVICE_PORT={port} is not a TCP port; use 1..65535, e.g. 8000")
+    secret = env.get("SLEEVE_SERVICE_SECRET", "").strip()
+    if secret and len(secret) < MIN_SECRET_CHARS:
+        raise SettingsError(f"SLEEVE_SERVICE_SECRET is {len(secret)} characters; use at least {MIN_SECRET_CHARS} "
+                            "(e.g. `openssl rand -hex 32`)")
+    raw = env.get("SLEEVE_SERVICE_DB_WAIT_S", str(Settings.service_db_wait_s)).strip()
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise SettingsError(f"SLEEVE_SERVICE_DB_WAIT_S={raw!r} is not a number; set seconds, e.g. 5") from None
+    if not 0 < wait <= 60:
+        raise SettingsError(f"SLEEVE_SERVICE_DB_WAIT_S={wait} is out of range; set seconds in (0, 60], e.g. 5")
+    url = _text(env, "SLEEVE_AIRFLOW_API_URL", Settings.airflow_api_url).rstrip("/")
+    user = _text(env, "SLEEVE_AIRFLOW_API_USER", Settings.airflow_api_user)
+    password = env.get("SLEEVE_AIRFLOW_API_PASSWORD", "")
+    if url and not url.startswith(("http://", "https://")):
+        raise SettingsError(f"SLEEVE_AIRFLOW_API_URL={url!r} must start with http:// or https://")
+    if url and not (user and password):
+        raise SettingsError("SLEEVE_AIRFLOW_API_URL needs SLEEVE_AIRFLOW_API_USER and SLEEVE_AIRFLOW_API_PASSWORD "
+                            "(an Airflow user allowed to trigger DAG runs); set both or unset the URL")
+    return {"service_host": _text(env, "SLEEVE_SERVICE_HOST", Settings.service_host), "service_port": port,
+            "service_secret": secret, "service_db_wait_s": wait, "airflow_api_url": url,
+            "airflow_api_user": user, "airflow_api_password": password}
+
+
+def _pii_key(env: dict, settings: Settings, gpu_job: bool) -> str:
+    """The public demo key serves the demo only. GPU jobs never see an email, so they run
+    without the secret (least privilege: GPU pods are not handed it)."""
+    key = env.get("SLEEVE_PII_KEY", "").strip()
+    if key and key != Settings.pii_key:
+        return key
+    if settings.is_demo or gpu_job:
+        return Settings.pii_key
+    raise SettingsError(
+        "SLEEVE_PII_KEY is " + ("the public demo key" if key else "not set") + " but this is not the demo "
+        f"(warehouse {settings.warehouse}, store {settings.store_url}, notifier {settings.notifier}): "
+        "set SLEEVE_PII_KEY to a secret that keys the email hash, e.g. the output of `openssl rand -hex 32`")
+
+
+def _absolute_dir(env: dict, name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        raise SettingsError(f"{name}={raw!r} must be an absolute path, e.g. {name}=/var/lib/sleeve/scratch")
+    return path
+
+
+def load_settings(env: dict | None = None, *, gpu_job: bool = False) -> Settings:
+    """Read and validate settings from ``env`` (default: ``os.environ``). ``gpu_job``: the
+    process is a GPU job (:func:`sleeve.jobs.run_job`), which needs no ``SLEEVE_PII_KEY``."""
     env = dict(os.environ if env is None else env)
     home = Path(env.get("SLEEVE_HOME", "./.sleeve")).expanduser().resolve()
 
@@ -206,7 +284,7 @@ def load_settings(env: dict | None = None) -> Settings:
             "ghcr.io/acme/sleeve-gpu:1.0); set it or unset SLEEVE_GPU_EXECUTOR to run GPU jobs locally"
         )
 
-    return Settings(
+    settings = Settings(
         home=home,
         warehouse=warehouse,
         bq_project=bq_project,
@@ -227,12 +305,23 @@ def load_settings(env: dict | None = None) -> Settings:
         gen_size=_positive_int(env, "SLEEVE_GEN_SIZE", Settings.gen_size),
         gen_steps=_positive_int(env, "SLEEVE_GEN_STEPS", Settings.gen_steps),
         canary_share=_share(env, "SLEEVE_CANARY_SHARE", Settings.canary_share),
-        pii_key=env.get("SLEEVE_PII_KEY") or Settings.pii_key,
+        scratch_dir=_absolute_dir(env, "SLEEVE_SCRATCH_DIR"),
         **_crawl_settings(env),
+        **_service_settings(env),
     )
+    return replace(settings, pii_key=_pii_key(env, settings, gpu_job))
+
+
+_process = {"gpu_job": False}
+
+
+def mark_gpu_job(on: bool = True) -> None:
+    """This process is a GPU job from now on (or no longer): see :func:`load_settings`."""
+    _process["gpu_job"] = on
+    get_settings.cache_clear()
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Process-wide settings, validated once. Tests call ``get_settings.cache_clear()``."""
-    return load_settings()
+    return load_settings(gpu_job=_process["gpu_job"])

@@ -28,6 +28,8 @@ os.environ.update(
 )
 for name in [k for k in os.environ if k.startswith("SLEEVE_") and k != "SLEEVE_HOME"]:
     del os.environ[name]
+# Tests that switch to Slack, BigQuery or GCS are outside the demo, where the PII key is required.
+os.environ["SLEEVE_PII_KEY"] = "test-session-pii-key"
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 from sleeve.ids import content_hash, sha256_bytes, stable_id
 from sleeve.jobs import RESULT_NAME, read_result
-from sleeve.keys import adapter_prefix, check_user_id, personalize_prefix, uploads_prefix
+from sleeve.keys import adapter_prefix, check_user_id, personalize_prefix
 from sleeve.registry import register
 from sleeve.store import ObjectStore, open_uri, read_json, write_json
 from sleeve.warehouse import Warehouse
@@ -33,6 +33,7 @@ from training.photos import (
     PhotoLimits,
     read_uploads,
     store_photos,
+    upload_keys,
     validate_photos,
 )
 
@@ -104,15 +105,23 @@ def submit_request(warehouse: Warehouse, store: ObjectStore, user_id: str, photo
                    class_noun: str = "person", prompt_ids: list[str] = (), song_ids: list[str] = (),
                    num_images: int = 1, *, limits: PhotoLimits | None = None, now: datetime | None = None) -> dict:
     """Validate and store the photos, and record the request (status ``pending``, or ``failed``
-    with the reason). ``photos`` are raw bytes or object-store URIs of the uploads. Returns the
-    request row; an existing request with the same id is returned unchanged."""
+    with the reason). ``photos`` are raw bytes, or URIs of the user's uploads in the store
+    (``users/<user_id>/uploads/``; any other URI is refused before anything is read). Returns
+    the request row; an existing request with the same id is returned unchanged."""
     check_user_id(user_id)
     noun = check_class_noun(class_noun)
     prompt_ids, song_ids = sorted(set(prompt_ids or ())), sorted(set(song_ids or ()))
     if not 1 <= int(num_images) <= 16:
         raise RequestError(f"num_images={num_images} is out of range 1..16")
     is_uris = bool(photos) and all(isinstance(p, str) for p in photos)
-    uploads = read_uploads(store, list(photos)) if is_uris else [bytes(p) for p in photos]
+    if not is_uris and not all(isinstance(p, bytes | bytearray) for p in photos):
+        raise RequestError("photos must be all upload URIs or all image bytes")
+    if is_uris:
+        try:
+            upload_keys(store, user_id, list(photos))  # before anything is read
+        except PhotoError as exc:
+            raise RequestError(str(exc)) from None
+    uploads = read_uploads(store, user_id, list(photos)) if is_uris else [bytes(p) for p in photos]
     hashes = [sha256_bytes(u) if u is not None else f"missing:{p}" for u, p in zip(uploads, photos, strict=True)]
     request_id = request_id_for(user_id, hashes, noun, prompt_ids, song_ids, num_images)
     existing = warehouse.query("SELECT * FROM personalization_requests WHERE request_id = @id", {"id": request_id})
@@ -131,10 +140,9 @@ def submit_request(warehouse: Warehouse, store: ObjectStore, user_id: str, photo
         row.update(status="failed", reason=f"photos rejected: {exc}", photo_uris=json.dumps([]))
     else:
         row["photo_uris"] = json.dumps(store_photos(store, user_id, normalised))
-        if is_uris:  # originals may carry EXIF (GPS): drop the ones kept in the user's upload area
-            for uri in photos:
-                if uri.startswith(store.url + "/" + uploads_prefix(user_id)):
-                    store.delete(uri[len(store.url) + 1:])
+        if is_uris:  # originals may carry EXIF (GPS): drop them once normalised
+            for key in upload_keys(store, user_id, list(photos)):
+                store.delete(key)
     warehouse.upsert("personalization_requests", [row])
     return row
 
@@ -144,20 +152,25 @@ def submit_request(warehouse: Warehouse, store: ObjectStore, user_id: str, photo
 @dataclass(frozen=True)
 class ClassImages:
     """The prior-preservation images a training needs: ``count`` images of ``a photo of a
-    <noun>`` by the base model, made once through the batch generator and cached per (base
-    model, noun, count, resolution) for every user."""
+    <noun>`` by the base model, made once through the batch generator and cached for every
+    user per everything that decides their pixels (base model, noun, count, resolution,
+    denoising steps, guidance scale)."""
 
     base_model: str
     class_noun: str
     count: int
     resolution: int
-    steps: int = 4  # denoising steps per image
+    steps: int = 4  # denoising steps per image (the tiny model's; SDXL: 25-30)
+    guidance: float = 5.0  # classifier-free guidance scale
+
+    @property
+    def _identity(self) -> dict:
+        return {"base_model": self.base_model, "class_noun": self.class_noun, "count": self.count,
+                "resolution": self.resolution, "steps": self.steps, "guidance": float(self.guidance)}
 
     @property
     def prefix(self) -> str:
-        digest = content_hash({"base_model": self.base_model, "class_noun": self.class_noun, "count": self.count,
-                               "resolution": self.resolution})[:16]
-        return f"class-images/{digest}/"
+        return f"class-images/{content_hash(self._identity)[:16]}/"
 
     @property
     def key(self) -> str:
@@ -165,11 +178,16 @@ class ClassImages:
 
     @property
     def defaults(self) -> dict:
-        return {"width": self.resolution, "height": self.resolution, "steps": self.steps}
+        return {"width": self.resolution, "height": self.resolution, "steps": self.steps,
+                "guidance_scale": float(self.guidance)}
 
     def _chunks(self) -> dict[str, tuple[int, int]]:
-        """Request id -> (first image, images): the generator takes at most 16 images a request."""
-        return {stable_id("class-prior", self.base_model, self.class_noun, self.resolution, start):
+        """Request id -> (first image, images): the generator takes at most 16 images a request.
+        The ids carry the rendering settings too: the generator's per-image records (its resume
+        markers) are keyed by them, so other settings must never find the old images."""
+        identity = self._identity
+        return {stable_id("class-prior", identity["base_model"], identity["class_noun"], identity["resolution"],
+                          identity["steps"], identity["guidance"], start):
                 (start, min(CLASS_IMAGES_PER_REQUEST, self.count - start))
                 for start in range(0, self.count, CLASS_IMAGES_PER_REQUEST)}
 
@@ -200,9 +218,7 @@ class ClassImages:
             raise RuntimeError(f"class image generation failed: {failed or f'{len(images)}/{self.count} images'}")
         order = {rid: start for rid, (start, _) in self._chunks().items()}
         uris = [img["uri"] for img in sorted(images, key=lambda i: (order[i["request_id"]], i["image_index"]))]
-        write_json(store, self.key, {"base_model": self.base_model, "class_noun": self.class_noun,
-                                     "count": self.count, "resolution": self.resolution,
-                                     "prompt": class_prompt(self.class_noun), "uris": uris})
+        write_json(store, self.key, {**self._identity, "prompt": class_prompt(self.class_noun), "uris": uris})
         return {"uris": uris, "cache_hit": False}
 
 
@@ -252,6 +268,12 @@ def recording_failure(warehouse: Warehouse, request_id: str) -> Iterator[None]:
     except Exception as exc:
         mark_failed(warehouse, request_id, exc)
         raise
+
+
+def class_images_for(params: dict, base_model: str, class_noun: str) -> ClassImages:
+    """The class images a request needs, from the personalize DAG's Params."""
+    return ClassImages(base_model, class_noun, params["num_class_images"], params["resolution"],
+                       steps=params["class_image_steps"], guidance=params["class_image_guidance"])
 
 
 def train_config(params: dict) -> dict:

@@ -119,6 +119,11 @@ def decide(eval_result: dict, rules: GateRules | None = None) -> dict:
     elif len(val["champion"]) < rules.min_val_images:
         failed.append(f"only {len(val['champion'])} held-out image(s) {_sources(val)}, fewer than "
                       f"min_val_images={rules.min_val_images}: too few to resolve a difference, champion kept")
+        if len(val["champion"]) >= 2:  # what was measured, shown but not used
+            effect = evidence["val"] = paired_effect(val["champion"], val["challenger"], rules)
+            if effect["finite"]:
+                passed.append(f"{_describe('val loss', effect, rules, 'held-out images')} {_sources(val)}: "
+                              "for information only (too few images)")
     else:
         effect = evidence["val"] = paired_effect(val["champion"], val["challenger"], rules)
         text = f"{_describe('val loss', effect, rules, 'held-out images')} {_sources(val)}"

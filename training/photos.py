@@ -5,6 +5,8 @@ by its position ("photo 3") and the problem. Before anything is stored or traine
 photo is rotated upright from its EXIF orientation and re-encoded from pixels only, so EXIF
 (GPS, camera serials, timestamps), ICC/XMP and text chunks are all dropped. Normalised photos
 live under ``users/<user_id>/photos/<sha256>.png``, the one prefix ``forget_user`` removes.
+A request names its uploads by URI, and only the user's own upload area
+(``users/<user_id>/uploads/`` of the store) is read: :func:`upload_keys`.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from PIL import Image, ImageDraw, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFilter
 
 from sleeve.ids import sha256_bytes
-from sleeve.keys import user_prefix
-from sleeve.store import ObjectStore, StoreError, check_key, open_uri
+from sleeve.images import open_image
+from sleeve.keys import uploads_prefix, user_prefix
+from sleeve.store import ObjectStore, StoreError, check_key
 
 MIN_PHOTOS, MAX_PHOTOS = 3, 20
 
@@ -50,20 +53,10 @@ class Photo:
 
 
 def normalise(data: bytes, limits: PhotoLimits = PhotoLimits()) -> Photo:
-    """Decode one upload, honour EXIF orientation, and re-encode pixels only as PNG.
-    Raises ValueError with the problem (not the content)."""
-    if not data:
-        raise ValueError("is empty")
-    if len(data) > limits.max_bytes:
-        raise ValueError(f"is {len(data) / 2**20:.1f} MiB; the limit is {limits.max_bytes / 2**20:.0f} MiB")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > limits.max_pixels:
-                raise ValueError(f"has {img.width}x{img.height} pixels; the limit is {limits.max_pixels:,}")
-            img.load()
-            upright = ImageOps.exif_transpose(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"is not a readable image ({type(exc).__name__})") from None
+    """Decode one upload (bounded, see :func:`sleeve.images.open_image`), honour EXIF
+    orientation, and re-encode pixels only as PNG. Raises ValueError with the problem (not the
+    content)."""
+    upright = open_image(data, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
     if min(upright.size) < limits.min_side:
         raise ValueError(f"is {upright.width}x{upright.height}; the short side must be at least {limits.min_side} px")
     # A fresh image from the pixels alone: no EXIF/ICC/XMP/text survives the copy.
@@ -112,14 +105,34 @@ def validate_photos(uploads: list[bytes | None], limits: PhotoLimits = PhotoLimi
     return photos
 
 
-def read_uploads(store: ObjectStore, uris: list[str]) -> list[bytes | None]:
-    """Fetch uploads by URI (in the configured store or any reachable one); None if unreadable."""
-    out: list[bytes | None] = []
-    for uri in uris:
+def upload_keys(store: ObjectStore, user_id: str, uris: list[str]) -> list[str]:
+    """The store keys of a user's uploads. Only URIs under ``<store>/users/<user_id>/uploads/``
+    are accepted: not a path on the worker, another user's files, another bucket or a ``..``
+    detour. Raises PhotoError naming every other one by position, before anything is read."""
+    root, prefix = store.url.rstrip("/") + "/", uploads_prefix(user_id)
+    keys, problems = [], []
+    for i, uri in enumerate(uris, start=1):
+        key = uri[len(root):] if isinstance(uri, str) and uri.startswith(root) else ""
         try:
-            src, key = open_uri(uri, store)
-            out.append(src.get_bytes(key))
-        except (StoreError, OSError, ValueError, LookupError):
+            ok = key.startswith(prefix) and check_key(key) == key
+        except StoreError:
+            ok = False
+        if not ok:
+            problems.append(f"photo {i} is not an upload of this user: photo URIs must lie under "
+                            f"{root}{prefix}")
+        keys.append(key)
+    if problems:
+        raise PhotoError(problems)
+    return keys
+
+
+def read_uploads(store: ObjectStore, user_id: str, uris: list[str]) -> list[bytes | None]:
+    """The user's uploads (see :func:`upload_keys`); None for one that cannot be read."""
+    out: list[bytes | None] = []
+    for key in upload_keys(store, user_id, uris):
+        try:
+            out.append(store.get_bytes(key))
+        except (StoreError, OSError):
             out.append(None)
     return out
 

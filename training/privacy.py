@@ -3,13 +3,17 @@
     python -m training.privacy forget USER_ID
 
 What goes: everything under the user's store prefix ``users/<user_id>/`` (normalised photos,
-uploads, DreamBooth adapters and manifests, personalised covers); image objects of the user's
+uploads, DreamBooth adapters, their training checkpoints and manifests, personalised covers,
+and temporary files of writes killed there); the user's folders in the scratch root of the
+machine this runs on (``SLEEVE_SCRATCH_DIR``: what a killed personalisation job left; on other
+GPU workers the next job sweeps such folders); image objects of the user's
 generation requests that no other row still references; and the warehouse rows that point at
 them (images, their reviews, the user's generation requests, personalisation requests,
 dreambooth model versions and their training runs), the reviews the user wrote and the user's
 own row (masked and hashed email). What stays: one ``deletion_audit`` row
 saying what was removed (counts only, no content). Re-running is safe: it deletes what is left
-and audits again.
+and audits again. A user id Sleeve has never seen (no row, no object, no earlier deletion) is an
+error: nothing is deleted and no audit row claims a deletion.
 """
 
 from __future__ import annotations
@@ -21,8 +25,25 @@ from datetime import UTC, datetime
 
 from sleeve.ids import stable_id
 from sleeve.keys import image_record_key, user_prefix
+from sleeve.scratch import forget as forget_scratch
 from sleeve.store import ObjectStore, StoreError, open_uri
 from sleeve.warehouse import Warehouse
+
+# Where a user id can appear; a user found in none of them (nor in the store) is unknown.
+USER_TABLES = ("users", "generation_requests", "personalization_requests", "reviews", "model_versions",
+               "deletion_audit")
+
+
+class UnknownUser(LookupError):
+    pass
+
+
+def is_known(warehouse: Warehouse, store: ObjectStore, user_id: str) -> bool:
+    """Whether ``user_id`` appears in any user table, in the store, or in an earlier deletion."""
+    if store.list(user_prefix(user_id)):
+        return True
+    return any(warehouse.query(f"SELECT COUNT(*) AS n FROM {table} WHERE user_id = @u", {"u": user_id})[0]["n"]
+               for table in USER_TABLES)
 
 
 def _objects_outside_prefix(store: ObjectStore, uris: set[str], prefix: str) -> list[tuple[ObjectStore, str]]:
@@ -39,8 +60,12 @@ def _objects_outside_prefix(store: ObjectStore, uris: set[str], prefix: str) -> 
 
 def forget_user(warehouse: Warehouse, store: ObjectStore, user_id: str, *, requested_by: str = "operator",
                 now: datetime | None = None) -> dict:
-    """Delete the user's personal data; returns (and audits) the counts removed."""
+    """Delete the user's personal data; returns (and audits) the counts removed. Raises
+    :class:`UnknownUser` (deleting and auditing nothing) for a user id never seen."""
     prefix = user_prefix(user_id)
+    if not is_known(warehouse, store, user_id):
+        raise UnknownUser(f"no user {user_id!r} in the warehouse or the store (and none forgotten before): "
+                          "nothing deleted, nothing audited; check the id (users.user_id)")
     now = now or datetime.now(UTC)  # an audit records when the deletion really happened
     p = {"user_id": user_id}
     requests = [r["request_id"] for r in warehouse.query(
@@ -70,6 +95,9 @@ def forget_user(warehouse: Warehouse, store: ObjectStore, user_id: str, *, reque
         # An adapter URI names a folder of artefacts (or, elsewhere, a single file).
         objects += src.delete_prefix(key.rstrip("/") + "/") + (src.exists(key) and src.delete(key))
 
+    scratch_files = forget_scratch(user_id)
+    objects += scratch_files
+
     deletes = {
         "reviews": ("image_id IN UNNEST(@ids) OR user_id = @user_id", {"ids": image_ids, **p}),
         "images": ("image_id IN UNNEST(@ids)", {"ids": image_ids}),
@@ -94,7 +122,8 @@ def forget_user(warehouse: Warehouse, store: ObjectStore, user_id: str, *, reque
         "deleted_at": now,
     }
     warehouse.upsert("deletion_audit", [audit])
-    return {"audit_id": audit["audit_id"], "objects_deleted": objects, "rows_deleted": rows}
+    return {"audit_id": audit["audit_id"], "objects_deleted": objects, "scratch_files_deleted": scratch_files,
+            "rows_deleted": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         # A command line without Airflow connections: GCS and BigQuery use Application Default Credentials.
         summary = forget_user(open_warehouse(settings), open_store(settings.store_url), args.user_id,
                               requested_by=args.requested_by)
+    except UnknownUser as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (SettingsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

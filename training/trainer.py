@@ -23,25 +23,31 @@ With ``class_examples`` every step draws ``batch_size`` instance and ``batch_siz
 examples into the same batch; the loss is ``instance_loss + prior_loss_weight * prior_loss``.
 
 Reproducibility: every random draw (LoRA init, data order, noise, timesteps, caption dropout)
-comes from ``seed``; checkpoints in ``work_dir/checkpoints/step-N`` hold the LoRA weights,
-optimizer, LR scheduler and RNG states, are written to a temporary name and renamed (complete
-or absent), and a new call with the same ``work_dir`` resumes from the newest one and reaches
-the same final weights as an uninterrupted run.
+comes from ``seed``. Checkpoints (:mod:`training.checkpoints`) in ``work_dir/checkpoints/step-N``
+hold the LoRA weights, optimizer, LR scheduler, fp16 GradScaler and every process's RNG states;
+they are written every ``checkpoint_every`` steps or ``checkpoint_seconds`` seconds, whichever
+comes first, atomically, the newest ``checkpoints_keep`` kept. A new call with the same
+``work_dir`` resumes from the newest one made for the same inputs (data, settings, base model,
+code version, processes) and reaches exactly the weights of an uninterrupted run; a checkpoint
+made for other inputs is discarded and the run starts fresh (``TrainResult.resume_note`` says
+which). Under ``accelerate launch`` every process trains on its own micro-batches, gradients are
+averaged, and each checkpoint checks that the processes' weights agree.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import random
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from sleeve.ids import content_hash
+from training.checkpoints import Checkpoints, fingerprint
 from training.dataset import Example, TensorCache, decode_image, preprocess, read_image_bytes
 
 log = logging.getLogger(__name__)
@@ -77,7 +83,8 @@ class TrainConfig:
     caption_dropout: float = 0.0
     prior_loss_weight: float = 1.0
     seed: int = 0
-    checkpoint_every: int = 0  # 0: no intermediate checkpoints
+    checkpoint_every: int = 0  # steps between checkpoints; 0: by time only
+    checkpoint_seconds: float = 30.0  # seconds between checkpoints, whichever comes first; 0: by steps only
     checkpoints_keep: int = 2
     warm_start: str | None = None  # a directory or URI holding pytorch_lora_weights.safetensors
     objective: str = "sft"  # sft | dpo | sft+dpo (Diffusion-DPO on preference pairs; sft+dpo sums both)
@@ -103,6 +110,8 @@ class TrainConfig:
             (0.0 <= self.caption_dropout < 1.0, "caption_dropout must be in [0, 1)"),
             (self.mixed_precision in ("auto", "no", "fp16", "bf16"), "mixed_precision must be auto|no|fp16|bf16"),
             (self.checkpoints_keep >= 1, "checkpoints_keep must be >= 1"),
+            (self.checkpoint_every >= 0 and self.checkpoint_seconds >= 0,
+             "checkpoint_every and checkpoint_seconds must be >= 0"),
             (self.objective in OBJECTIVES, f"objective must be one of {'|'.join(OBJECTIVES)}"),
             (self.beta > 0, "beta must be > 0"),
         ]
@@ -129,6 +138,9 @@ class TrainResult:
     alpha: float
     mixed_precision: str
     loop_seconds: float = 0.0  # the optimisation loop alone (no model loading or data preparation)
+    resume_note: str = ""  # "resumed from step-N", or why the run started fresh
+    world_size: int = 1
+    rank_digests: list[str] = field(default_factory=list)  # each process's final LoRA weights (sha256)
 
 
 # ---------------------------------------------------------------- model parts
@@ -378,45 +390,18 @@ def _load_lora_state(parts: Components, state: dict) -> None:
             set_peft_model_state_dict(encoder, sub)
 
 
-def save_checkpoint(work_dir: Path, step: int, parts, config, optimizer, lr_scheduler, generator, losses) -> Path:
-    """Write ``checkpoints/step-N`` atomically (temp dir + rename) and prune old ones."""
-    import torch
-    from safetensors.torch import save_file
-
-    root = work_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:07d}"
-    tmp = root / f".tmp-step-{step:07d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(_lora_state(parts, config), str(tmp / "lora.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
-                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "python_rng": random.getstate(), "step": step, "losses": losses}, tmp / "state.pt")
-    (tmp / "config.json").write_text(json.dumps(asdict(config), sort_keys=True))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in list_checkpoints(work_dir)[:-config.checkpoints_keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def list_checkpoints(work_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (temporary ``.tmp-*`` dirs are never listed)."""
-    root = Path(work_dir) / "checkpoints"
-    return sorted(p for p in root.glob("step-*") if (p / "state.pt").exists()) if root.exists() else []
-
-
 # ---------------------------------------------------------------- the loop
 
 def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, class_examples: list[Example] | None = None,
                pairs: list | None = None, work_dir=None, cache_dir=None, stop_after: int | None = None,
-               code_version: str = "") -> TrainResult:
+               code_version: str = "", checkpoint_mirror: str | None = None) -> TrainResult:
     """Train (or resume) a LoRA; see the module docstring. ``pairs`` (:class:`training.dpo.PreferencePair`)
     feed the ``dpo`` / ``sft+dpo`` objectives. ``stop_after`` ends the loop after that many
-    steps without writing the output (used to test kill-and-resume)."""
+    steps without writing the output (used to test kill-and-resume).
+    ``checkpoint_mirror``: a store URI prefix that holds a copy of every checkpoint."""
     import torch
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
     from diffusers.optimization import get_scheduler
 
     config.validate()
@@ -424,19 +409,30 @@ def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, clas
     output_dir = Path(output_dir)
     work_dir = Path(work_dir) if work_dir else output_dir / "_work"
     precision = resolve_precision(config.mixed_precision)
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise ValueError("mixed_precision=fp16 needs a CUDA GPU (for its gradient scaler); use bf16 or no on CPU")
     # accumulate() only defers the optimizer step when Accelerator knows the accumulation count.
+    # A text encoder's last layer feeds nothing SDXL uses: DDP must expect LoRA weights without grads.
     accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available(),
-                              gradient_accumulation_steps=config.gradient_accumulation_steps)
+                              gradient_accumulation_steps=config.gradient_accumulation_steps,
+                              kwargs_handlers=[DistributedDataParallelKwargs(
+                                  find_unused_parameters=config.train_text_encoder)])
+    rank, world = accelerator.process_index, accelerator.num_processes
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
     parts = load_components(config.base_model, accelerator.device, dtype)
-    if config.warm_start:
-        warm_rank, warm_alpha = lora_rank_alpha(config.warm_start)
+    warm_file = _weights_file(config.warm_start, work_dir / "warm-start" / f"rank-{rank}") \
+        if config.warm_start else None
+    # DPO's reference, fetched once per job (and hashed into the fingerprint like the warm start)
+    reference_file = _weights_file(config.reference, work_dir / "reference" / f"rank-{rank}") \
+        if config.reference and config.objective != "sft" else None
+    if warm_file:
+        warm_rank, warm_alpha = lora_rank_alpha(str(warm_file))
         if (warm_rank, warm_alpha) != (config.rank, config.lora_alpha):
             log.info("warm start adapter has rank %s alpha %s: using those", warm_rank, warm_alpha)
             config.rank, config.alpha = warm_rank, warm_alpha
     groups = add_lora(parts, config)
-    if config.warm_start:
-        load_adapter_into_unet(parts.unet, config.warm_start)
+    if warm_file:
+        load_adapter_into_unet(parts.unet, str(warm_file))
     if config.gradient_checkpointing:
         parts.unet.enable_gradient_checkpointing()
         parts.unet.train()
@@ -449,55 +445,67 @@ def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, clas
         raise ValueError("no readable training images: " + "; ".join(d["reason"] for d in data.dropped[:3]))
     pair_data = reference = None
     if dpo:
-        from training.dpo import PairData, load_reference
+        from training.dpo import PairData, dpo_batch_loss, load_reference
 
         pair_data = PairData(PreparedData, parts, list(pairs or []), config.resolution, cache_dir, cache_text)
         if not pair_data.pairs:
             raise ValueError(f"objective {config.objective} needs preference pairs with readable images "
                              f"({len(pairs or [])} given, {pair_data.dropped} dropped)")
-        reference = load_reference(parts, config.reference)
+        reference = load_reference(parts, str(reference_file) if reference_file else None)
 
     optimizer = torch.optim.AdamW(groups, weight_decay=1e-2)
-    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer, num_warmup_steps=config.lr_warmup_steps,
-                                 num_training_steps=config.steps)
-    parts.unet, optimizer, lr_scheduler = accelerator.prepare(parts.unet, optimizer, lr_scheduler)
-    generator = torch.Generator().manual_seed(config.seed + 10_000 * accelerator.process_index)
-    rank, world = accelerator.process_index, accelerator.num_processes
+    # A prepared scheduler steps once per process per optimizer step.
+    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer,
+                                 num_warmup_steps=config.lr_warmup_steps * world,
+                                 num_training_steps=config.steps * world)
+    trained_encoders = parts.text_encoders if config.train_text_encoder else []
+    prepared = accelerator.prepare(parts.unet, *trained_encoders, optimizer, lr_scheduler)
+    parts.unet, optimizer, lr_scheduler = prepared[0], prepared[-2], prepared[-1]
+    if trained_encoders:  # wrapped too, so their gradients are averaged across processes
+        parts.text_encoders = list(prepared[1:-2])
+    plain = unwrapped(parts, accelerator)  # the same modules without wrappers: for their state dicts
+    generator = torch.Generator().manual_seed(config.seed + 10_000 * rank)
     sampler = Sampler(len(data.items), config.batch_size, config.seed, rank, world) if sft else None
     pair_sampler = Sampler(len(pair_data.pairs), config.batch_size, config.seed + 2, rank, world) if dpo else None
     prior_sampler = Sampler(len(prior.items), config.batch_size, config.seed + 1, rank, world) if prior else None
 
+    code = code_version or current_code_version()
+    checkpoints = Checkpoints(work_dir, keep=config.checkpoints_keep, accelerator=accelerator, mirror=checkpoint_mirror,
+                              fingerprint=fingerprint(config, examples, class_examples, pairs=pairs, code=code,
+                                                      world=world, precision=precision,
+                                                      warm_start_sha256=_file_sha256(warm_file),
+                                                      reference_sha256=_file_sha256(reference_file)))
     step, losses = 0, []
-    if checkpoints := list_checkpoints(work_dir):
-        latest = checkpoints[-1]
-        from safetensors.torch import load_file
-
-        _load_lora_state(parts_unwrapped(parts, accelerator), load_file(str(latest / "lora.safetensors")))
-        state = torch.load(latest / "state.pt", weights_only=False)
+    if state := checkpoints.restore():
+        _load_lora_state(plain, state["lora"])
         optimizer.load_state_dict(state["optimizer"])
         lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if accelerator.scaler is not None and state.get("scaler"):
+            accelerator.scaler.load_state_dict(state["scaler"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         random.setstate(state["python_rng"])
         step, losses = state["step"], list(state["losses"])
-        log.info("resuming from %s", latest.name)
+    (log.warning if "discarded" in checkpoints.note else log.info)("%s (%s)", checkpoints.note, work_dir)
+    print(checkpoints.note, flush=True)
     resumed_from = step
-    loop_started = time.perf_counter()
+    loop_started = last_checkpoint = _clock()
 
     while step < config.steps:
         if stop_after is not None and step - resumed_from >= stop_after:
             return TrainResult(str(output_dir), "", step, resumed_from, losses[-1] if losses else math.nan, losses,
-                               time.perf_counter() - started, data.stats(), config.rank, config.lora_alpha, precision)
+                               time.perf_counter() - started, data.stats(), config.rank, config.lora_alpha, precision,
+                               resume_note=checkpoints.note, world_size=world)
         total = None
         for micro in range(config.gradient_accumulation_steps):
             draw = step * config.gradient_accumulation_steps + micro  # each micro-batch its own images
             batches = ([(data, sampler.batch(draw), False)] if sft else []) + \
                 ([(prior, prior_sampler.batch(draw), True)] if prior else [])
-            with accelerator.accumulate(parts.unet):
+            with accelerator.accumulate(parts.unet, *trained_encoders):
                 loss = _batch_loss(parts, config, batches, generator, cache_text) if batches else 0.0
                 if dpo:
-                    from training.dpo import dpo_batch_loss
-
                     loss = loss + dpo_batch_loss(parts, reference, config, pair_data, pair_sampler.batch(draw),
                                                  generator, cache_text)
                 accelerator.backward(loss)
@@ -511,19 +519,20 @@ def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, clas
         losses.append(round(total / config.gradient_accumulation_steps, 6))
         if step % 5 == 0 or step == config.steps:
             print(f"step {step}/{config.steps} loss {losses[-1]:.4f}", flush=True)
-        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps \
-                and accelerator.is_main_process:
-            save_checkpoint(work_dir, step, parts_unwrapped(parts, accelerator), config, optimizer, lr_scheduler,
-                            generator, losses)
+        now = _clock()
+        if step < config.steps and _checkpoint_due(config, step, now - last_checkpoint, world):
+            checkpoints.save(step, lora_state=_lora_state(plain, config), optimizer=optimizer,
+                             lr_scheduler=lr_scheduler, scaler=accelerator.scaler, generator=generator, losses=losses)
+            last_checkpoint = now
 
+    digests = checkpoints.digests(_lora_state(plain, config))
     accelerator.wait_for_everyone()
-    parts = parts_unwrapped(parts, accelerator)
     weights = ""
     if accelerator.is_main_process:
-        weights = str(save_lora(parts, config, output_dir))
+        weights = str(save_lora(plain, config, output_dir))
         (output_dir / "training_config.json").write_text(
-            json.dumps({**asdict(config), "mixed_precision_used": precision, "code_version": code_version},
-                       indent=2, sort_keys=True))
+            json.dumps({**asdict(config), "mixed_precision_used": precision, "code_version": code,
+                        "world_size": world}, indent=2, sort_keys=True))
     stats = data.stats()
     if pair_data:
         stats["pairs"], stats["pairs_dropped"] = len(pair_data.pairs), pair_data.dropped
@@ -533,12 +542,44 @@ def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, clas
     stats["dropped_images"] = data.dropped
     return TrainResult(str(output_dir), weights, step, resumed_from, losses[-1], losses,
                        round(time.perf_counter() - started, 3), stats, config.rank, config.lora_alpha, precision,
-                       round(time.perf_counter() - loop_started, 3))
+                       round(_clock() - loop_started, 3), resume_note=checkpoints.note, world_size=world,
+                       rank_digests=digests)
 
 
-def parts_unwrapped(parts: Components, accelerator) -> Components:
-    parts.unet = accelerator.unwrap_model(parts.unet)
-    return parts
+_clock = time.monotonic  # one reading per step decides the time cadence
+
+
+def _checkpoint_due(config: TrainConfig, step: int, since_last: float, world: int) -> bool:
+    """Every ``checkpoint_every`` steps or ``checkpoint_seconds`` seconds, whichever comes
+    first. The main process's clock decides for all (they must save together)."""
+    if config.checkpoint_every and step % config.checkpoint_every == 0:
+        return True
+    if not config.checkpoint_seconds:
+        return False
+    due = since_last >= config.checkpoint_seconds
+    if world > 1:
+        from accelerate.utils import broadcast_object_list
+
+        due = broadcast_object_list([due], from_process=0)[0]
+    return due
+
+
+def unwrapped(parts: Components, accelerator) -> Components:
+    """A view of ``parts`` with the trained modules out of their DDP wrappers, for reading and
+    writing their weights. ``parts`` itself keeps the wrappers: training goes through them (the
+    wrapper is what averages gradients across processes)."""
+    return replace(parts, unet=accelerator.unwrap_model(parts.unet),
+                   text_encoders=[accelerator.unwrap_model(e) for e in parts.text_encoders])
+
+
+def _file_sha256(path: Path | None) -> str:
+    if not path:
+        return ""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _batch_loss(parts: Components, config: TrainConfig, batches, generator, cache_text: bool):
@@ -606,15 +647,16 @@ def write_kohya_copy(output_dir: Path, alpha: float, pipeline_cls) -> Path:
     return path
 
 
-def _weights_file(location: str) -> Path:
-    """A local path to the adapter weights in a directory, a file, or a store URI prefix."""
+def _weights_file(location: str, directory: Path | None = None) -> Path:
+    """A local path to the adapter weights in a directory, a file, or a store URI prefix
+    (downloaded into ``directory``, by default a new temporary one)."""
     if "://" in location:
         import tempfile
 
         from sleeve.jobs import output_location
 
         store, prefix = output_location(location)
-        local = Path(tempfile.mkdtemp(prefix="sleeve-lora-")) / WEIGHTS_NAME
+        local = Path(directory or tempfile.mkdtemp(prefix="sleeve-lora-")) / WEIGHTS_NAME
         return store.download(prefix + WEIGHTS_NAME, local)
     path = Path(location)
     return path / WEIGHTS_NAME if path.is_dir() else path
@@ -653,7 +695,7 @@ def load_adapter_into_unet(unet, location: str) -> None:
         raise ValueError(f"adapter does not match the target modules: {unexpected[:3]}")
 
 
-def code_version() -> str:
+def current_code_version() -> str:
     """The code that trained a model: $SLEEVE_CODE_VERSION (set by the image build) or git."""
     import subprocess
 
@@ -680,7 +722,7 @@ tags: [lora, text-to-image, sleeve, {kind}]
 
 - Base model: `{config.base_model}`
 - Data manifest: `{manifest_uri}` ({json.dumps(counts, sort_keys=True)})
-- Code version: `{code_version()}`
+- Code version: `{current_code_version()}`
 - Steps: {result.steps}, final loss {result.final_loss:.5f}, precision {result.mixed_precision}
 - LoRA rank {result.rank}, alpha {result.alpha}
 

@@ -85,3 +85,18 @@ def stage_started_at(context, first_task_id: str) -> datetime | None:
     """When the stage began, as marked by ``first_task_id`` in the same run."""
     value = context["ti"].xcom_pull(task_ids=first_task_id, key=STAGE_START_KEY)
     return datetime.fromisoformat(value) if value else None
+
+
+def dag_schedule_state(context, dag_id: str, logical_date: datetime) -> dict:
+    """What Airflow knows of another DAG, for a task deciding whether to wait for it:
+    ``paused`` (None: no such DAG), ``active_runs`` (queued or running runs for ``logical_date``)
+    and ``next_run`` (the logical date of the next run its schedule will create, or None)."""
+    from airflow.sdk.exceptions import AirflowRuntimeError
+
+    ti = context["ti"]
+    try:
+        dag = ti.get_dag(dag_id)
+    except AirflowRuntimeError:
+        return {"paused": None, "active_runs": 0, "next_run": None}
+    active = ti.get_dr_count(dag_id=dag_id, logical_dates=[logical_date], states=["queued", "running"])
+    return {"paused": dag.is_paused, "active_runs": active, "next_run": dag.next_dagrun}

@@ -95,3 +95,18 @@ def seed_personalization(warehouse: Warehouse, settings: Settings, store: Object
     if row["status"] == "failed":
         raise RuntimeError(f"demo personalisation request was rejected: {row['reason']}")
     return row["request_id"]
+
+
+def seed_product_reviews(warehouse: Warehouse, settings: Settings, week_start: datetime, week_end: datetime) -> int:
+    """The demo users rate the week's product shots 1-5, like covers (shot id as image id)."""
+    users = seed_users(warehouse, settings, week_start)
+    shots = warehouse.query("SELECT shot_id, created_at FROM product_shots WHERE created_at >= @start "
+                            "AND created_at < @end ORDER BY shot_id", {"start": week_start, "end": week_end})
+    reviews = [{"image_id": shot["shot_id"], "user_id": users[i % len(users)],
+                "rating": 1 + min(4, int(5 * _unit("product-rating", shot["shot_id"]) ** 0.6)),
+                "created_at": min(shot["created_at"] + timedelta(hours=1), week_end - timedelta(seconds=1))}
+               for i, shot in enumerate(shots)]
+    outcome = record_reviews(warehouse, reviews)
+    if outcome["rejected"]:
+        raise RuntimeError(f"demo product reviews were rejected: {outcome['rejected'][:3]}")
+    return outcome["recorded"]

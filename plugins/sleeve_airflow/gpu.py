@@ -1,20 +1,28 @@
-"""The one way a DAG runs a GPU job, chosen by ``SLEEVE_GPU_EXECUTOR``.
+"""The one way a DAG runs a GPU job, chosen by ``SLEEVE_GPU_EXECUTOR`` when the job runs.
+
+Every GPU task carries ``queue="gpu"`` and takes a slot of the Airflow pool ``gpu`` (size it to
+the GPUs: ``airflow pools set gpu <N> GPUs``; ``make setup`` and the compose ``airflow-init``
+create it with ``SLEEVE_GPU_SLOTS`` slots), so GPU work never oversubscribes the GPUs, across
+all DAGs. The routing is fixed, not read from settings: DAG files build tasks at parse time and
+read no settings there. Local executors ignore the queue; under CeleryExecutor only the GPU
+worker consumes it.
 
 - ``local`` (default): ``python -m <module> ...`` as a subprocess of the task.
-- ``celery``: the same subprocess, but the task is routed to Celery queue ``gpu`` and takes a
-  slot of the Airflow pool ``gpu`` (size it to the GPUs: ``airflow pools set gpu <N> GPUs``), so
-  it runs on the GPU box and never oversubscribes it.
+- ``celery``: the same subprocess, on the Celery worker that serves queue ``gpu`` (the GPU box).
 - ``kubernetes``: the task launches a pod from ``SLEEVE_GPU_IMAGE`` requesting
   ``nvidia.com/gpu`` through the cncf.kubernetes provider's KubernetesPodOperator (the provider
-  is an optional dependency, imported only in this mode); pool ``gpu`` bounds parallel pods.
+  is an optional dependency, imported only in this mode); the launcher is light, so under
+  CeleryExecutor any worker may also serve queue ``gpu``.
 
 Usage in a DAG::
 
-    @task(**gpu_task_kwargs())
+    @task(**GPU_TASK)
     def train(...):
         result = run_gpu_job("training.train_job", manifest_uri=..., config={...}, output_uri=...)
 
-Jobs follow :mod:`sleeve.jobs` (manifest + config in, artefacts + ``result.json`` out).
+Jobs follow :mod:`sleeve.jobs` (manifest + config in, artefacts + ``result.json`` out). A job
+that exits with :data:`sleeve.jobs.NOT_READY_EXIT` found its settings wrong: the task fails in
+that one line without retrying.
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ import sys
 from collections import deque
 from datetime import timedelta
 
-from sleeve.jobs import read_result
+from sleeve.jobs import NOT_READY_EXIT, read_result
+from sleeve.preflight import NotReady
 from sleeve.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -44,15 +53,8 @@ class GpuJobError(RuntimeError):
     """A GPU job exited non-zero; the message carries its last lines of output."""
 
 
-def gpu_task_kwargs() -> dict:
-    """Keyword arguments for ``@task(...)`` of a task that runs a GPU job."""
-    executor = get_settings().gpu_executor
-    bounded = {"execution_timeout": GPU_JOB_TIMEOUT}
-    if executor == "celery":
-        return {**bounded, "queue": GPU_QUEUE, "pool": GPU_POOL, "pool_slots": 1}
-    if executor == "kubernetes":
-        return {**bounded, "pool": GPU_POOL, "pool_slots": 1}
-    return bounded
+# Keyword arguments for ``@task(...)`` of a task that runs a GPU job (read no settings: parse time).
+GPU_TASK = {"queue": GPU_QUEUE, "pool": GPU_POOL, "pool_slots": 1, "execution_timeout": GPU_JOB_TIMEOUT}
 
 
 def job_command(module: str, *, manifest_uri: str, config: dict, output_uri: str, processes: int = 1) -> list[str]:
@@ -89,6 +91,8 @@ def _run_subprocess(cmd: list[str], name: str) -> None:
             tail.append(line)
             log.info("[%s] %s", name, line)
         code = proc.wait()
+    if code == NOT_READY_EXIT and tail:
+        raise NotReady(f"GPU job {name}: {tail[-1]}")
     if code != 0:
         raise GpuJobError(f"GPU job {name} exited with code {code}; last lines:\n" + "\n".join(tail))
 

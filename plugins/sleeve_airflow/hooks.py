@@ -64,11 +64,10 @@ class WarehouseHook(BaseHook):
 
         client = None
         if self.settings.warehouse == "bigquery":
-            from google.cloud import bigquery
+            from sleeve.warehouse.bigquery_backend import bigquery_client
 
             credentials, project = gcp_credentials(self.gcp_conn_id)
-            client = bigquery.Client(project=project or self.settings.bq_project, credentials=credentials,
-                                     location=self.settings.bq_location)
+            client = bigquery_client(project or self.settings.bq_project, self.settings.bq_location, credentials)
         return open_warehouse(self.settings, client=client)
 
     def get_conn(self):

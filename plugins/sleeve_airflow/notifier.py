@@ -8,8 +8,9 @@ unchanged and the Airflow UI shows its form:
 - ``slackwebhook`` (Incoming Webhook): the webhook URL as password, or its token with the host.
 
 Only when the connection is not defined, ``SLEEVE_SLACK_TOKEN`` or ``SLEEVE_SLACK_WEBHOOK`` is
-used. 429 answers are retried after their ``Retry-After``; 500/503 and connection resets are
-retried with back-off.
+used (the rules: :func:`sleeve.preflight.slack_problem`, which the DAG runs' first task checks
+too; a missing piece raises ``NotReady``). 429 answers are retried after their ``Retry-After``;
+500/503 and connection resets are retried with back-off.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from functools import cached_property
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from sleeve.delivery import Outbox
+from sleeve.delivery import ImagesRejected, Outbox
+from sleeve.preflight import NotReady, slack_problem
 from sleeve.settings import Settings, get_settings
 
 
 class NotifierError(RuntimeError):
-    pass
+    """Slack answered, but not with success (a webhook's non-200)."""
 
 
 def open_sender(settings: Settings | None = None):
@@ -66,6 +68,8 @@ class SlackSenderHook(BaseHook):
         from slack_sdk.webhook import WebhookClient
 
         conn, retry = self.connection, self._retry_handlers()
+        if problem := slack_problem(self.settings, os.environ, conn):
+            raise NotReady(problem)
         # A webhook URL as a `slack` connection's password is how Sleeve documented webhooks before.
         if conn is not None and (conn.conn_type == "slackwebhook" or "://" in (conn.password or "")):
             from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
@@ -77,15 +81,8 @@ class SlackSenderHook(BaseHook):
             client = SlackHook(slack_conn_id=self.slack_conn_id, retry_handlers=retry).client
         elif token := os.environ.get("SLEEVE_SLACK_TOKEN", "").strip():
             client = WebClient(token=token, retry_handlers=retry)
-        elif url := os.environ.get("SLEEVE_SLACK_WEBHOOK", "").strip():
-            return WebhookClient(url, retry_handlers=retry)
         else:
-            raise NotifierError(f"SLEEVE_NOTIFIER=slack but connection {self.slack_conn_id!r} is not defined and "
-                                "neither SLEEVE_SLACK_TOKEN nor SLEEVE_SLACK_WEBHOOK is set; define it, set one, "
-                                "or unset SLEEVE_NOTIFIER to write to the outbox")
-        if not self.channel:
-            raise NotifierError("a Slack bot token needs a channel id: set SLEEVE_SLACK_CHANNEL (e.g. C0123456789) "
-                                f"or extra.channel on connection {self.slack_conn_id!r}")
+            return WebhookClient(os.environ["SLEEVE_SLACK_WEBHOOK"].strip(), retry_handlers=retry)
         return client
 
     @property
@@ -121,7 +118,14 @@ class SlackSenderHook(BaseHook):
         return self.client.chat_postMessage(channel=self.channel, text=text, blocks=blocks)["ts"]
 
     def update(self, ts: str, text: str, blocks: list | None = None) -> None:
-        self.client.chat_update(channel=self.channel, ts=ts, text=text, blocks=blocks)
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            self.client.chat_update(channel=self.channel, ts=ts, text=text, blocks=blocks)
+        except SlackApiError as exc:
+            if exc.response.get("error") == "invalid_blocks" and any(b.get("type") == "image" for b in blocks or []):
+                raise ImagesRejected(str(exc.response.get("errors") or "invalid_blocks")) from exc
+            raise
 
     def upload(self, *, thread_ts: str, filename: str, content: bytes, title: str) -> str:
         upload = self.client.files_upload_v2(channel=self.channel, thread_ts=thread_ts, filename=filename,

@@ -14,10 +14,12 @@ _EMAIL = re.compile(r"[^/@\s]+@[^/@\s]+\.[A-Za-z]{2,}")
 
 
 def check_key(key: str) -> str:
-    """Keys are plain relative paths: no '..', no absolute paths, and never an email address
-    (keys end up in logs and URLs, so personal data must not be in them)."""
-    if not key or not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
-        raise StoreError(f"invalid object key {key!r}: use relative a/b/c paths of [A-Za-z0-9._=-]")
+    """Keys are plain relative paths: no '..', no absolute paths, no segment starting with '.'
+    (the local store's temporary files do), and never an email address (keys end up in logs
+    and URLs, so personal data must not be in them)."""
+    if not key or not _KEY.match(key) or any(part.startswith(".") for part in key.split("/")):
+        raise StoreError(f"invalid object key {key!r}: use relative a/b/c paths of [A-Za-z0-9._=-], "
+                         "no part starting with '.'")
     if _EMAIL.search(key):
         raise StoreError("object keys must not contain email addresses")
     return key

@@ -9,7 +9,10 @@ from sleeve.store.base import ObjectStore, StoreError, check_key
 
 class LocalStore(ObjectStore):
     """A directory tree. Atomic writes: temp file in the target directory, then rename
-    (replace) or hard link (create-only, which fails if the name exists)."""
+    (replace) or hard link (create-only, which fails if the name exists). Temp files are named
+    ``.<name>.<random>.tmp`` (no key starts with '.'): ``list`` never shows them, and
+    ``delete_prefix`` removes them too, so a write killed inside a prefix leaves nothing behind
+    that deleting the prefix (forgetting a user) misses."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
@@ -51,15 +54,32 @@ class LocalStore(ObjectStore):
     def exists(self, key):
         return self._path(key).is_file()
 
-    def list(self, prefix=""):
+    def _files(self, prefix: str) -> list[Path]:
+        """Every file under ``prefix``, temporary ones included."""
         base = self.root / prefix.rstrip("/") if prefix.rstrip("/") else self.root
         if prefix and not prefix.endswith("/") and not base.is_dir():
             base = base.parent
         if not base.exists():
             return []
-        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*")
-                if p.is_file() and not p.name.startswith("."))
-        return sorted(k for k in keys if k.startswith(prefix))
+        return [p for p in base.rglob("*") if p.is_file() and p.relative_to(self.root).as_posix().startswith(prefix)]
+
+    def list(self, prefix=""):
+        return sorted(p.relative_to(self.root).as_posix() for p in self._files(prefix) if not p.name.startswith("."))
+
+    def delete_prefix(self, prefix):
+        """Delete every object under ``prefix`` and any temp file a killed write left there,
+        then the folders left empty; returns the files removed."""
+        files = self._files(prefix)
+        for path in files:
+            path.unlink(missing_ok=True)
+        for folder in sorted({p.parent for p in files}, key=lambda p: len(p.parts), reverse=True):
+            while folder != self.root:
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty (or gone)
+                    break
+                folder = folder.parent
+        return len(files)
 
     def delete(self, key):
         try:

@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import json
-import uuid
+import os
 from functools import cached_property
 
 from sleeve.warehouse.base import Warehouse, WarehouseError, ident, merge_sql
@@ -42,14 +41,29 @@ def query_parameters(params: dict | None) -> list:
     return out
 
 
-def _json_row(row: dict) -> dict:
-    return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in row.items()}
+# Rows per MERGE statement: its parameters stay far below BigQuery's 10 MB request limit.
+MERGE_BATCH = 500
+# Legacy SQL type names in table schemas -> the GoogleSQL names query parameters take.
+_STANDARD_TYPES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL", "RECORD": "STRUCT"}
+
+
+def bigquery_client(project: str, location: str, credentials=None):
+    """A ``google.cloud.bigquery.Client``. With ``BIGQUERY_EMULATOR_HOST`` set (the client's own
+    switch to a local emulator) and no credentials given it talks to the emulator anonymously,
+    as google-cloud-storage does with ``STORAGE_EMULATOR_HOST``."""
+    from google.cloud import bigquery
+
+    if credentials is None and os.environ.get("BIGQUERY_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        credentials = AnonymousCredentials()
+    return bigquery.Client(project=project, credentials=credentials, location=location)
 
 
 class BigQueryWarehouse(Warehouse):
     """Production backend through google-cloud-bigquery. Unqualified table names resolve to the
-    configured dataset (``default_dataset``); upserts stage rows with a load job (no DML quota
-    for inserts) and MERGE them with the same SQL text the DuckDB backend runs."""
+    configured dataset (``default_dataset``); upserts MERGE rows passed as one typed array
+    parameter, with the same MERGE text the DuckDB backend runs."""
 
     def __init__(self, project: str, dataset: str, location: str = "US", client=None):
         if not project or not dataset:
@@ -60,9 +74,7 @@ class BigQueryWarehouse(Warehouse):
 
     @cached_property
     def client(self):
-        from google.cloud import bigquery
-
-        return bigquery.Client(project=self.project, location=self.location)
+        return bigquery_client(self.project, self.location)
 
     def _job_config(self, params):
         from google.cloud import bigquery
@@ -70,6 +82,16 @@ class BigQueryWarehouse(Warehouse):
         return bigquery.QueryJobConfig(
             default_dataset=f"{self.project}.{self.dataset}", query_parameters=query_parameters(params)
         )
+
+    def migrate(self):
+        """Create the dataset when it does not exist yet (in the configured location), then
+        apply the migrations."""
+        from google.cloud import bigquery
+
+        dataset = bigquery.Dataset(f"{self.project}.{self.dataset}")
+        dataset.location = self.location
+        self.client.create_dataset(dataset, exists_ok=True)
+        return super().migrate()
 
     def query(self, sql, params=None):
         result = self.client.query(sql, job_config=self._job_config(params)).result()
@@ -79,6 +101,7 @@ class BigQueryWarehouse(Warehouse):
         self.client.query(sql, job_config=self._job_config(params)).result()
 
     def tables(self):
+        # _stage_* tables are leftovers of the load-job upserts of earlier versions.
         return sorted(t.table_id for t in self.client.list_tables(f"{self.project}.{self.dataset}")
                       if not t.table_id.startswith("_stage_"))
 
@@ -86,16 +109,16 @@ class BigQueryWarehouse(Warehouse):
         return [f.name for f in self.client.get_table(f"{self.project}.{self.dataset}.{ident(table)}").schema]
 
     def _merge(self, table, rows, columns, key):
+        """One MERGE per batch with the rows as a typed ``ARRAY<STRUCT>`` parameter: no staging
+        table and no load job, so nothing is left behind when a task dies mid-upsert."""
         from google.cloud import bigquery
 
-        target = self.client.get_table(f"{self.project}.{self.dataset}.{ident(table)}")
-        schema = [f for f in target.schema if f.name in columns]
-        staging = f"_stage_{table}_{uuid.uuid4().hex[:12]}"
-        staging_ref = f"{self.project}.{self.dataset}.{staging}"
-        load = bigquery.LoadJobConfig(schema=schema, write_disposition="WRITE_TRUNCATE")
-        payload = [json.loads(json.dumps(_json_row(r), default=str)) for r in rows]
-        try:
-            self.client.load_table_from_json(payload, staging_ref, job_config=load).result()
-            self.execute(merge_sql(table, staging, columns, key))
-        finally:
-            self.client.delete_table(staging_ref, not_found_ok=True)
+        types = {f.name: _STANDARD_TYPES.get(f.field_type, f.field_type)
+                 for f in self.client.get_table(f"{self.project}.{self.dataset}.{ident(table)}").schema}
+        sql = merge_sql(table, "UNNEST(@rows)", columns, key)
+        for start in range(0, len(rows), MERGE_BATCH):
+            structs = [bigquery.StructQueryParameter(None, *[
+                bigquery.ScalarQueryParameter(c, types[c], row[c]) for c in columns]) for row in rows[start:start + MERGE_BATCH]]
+            config = bigquery.QueryJobConfig(default_dataset=f"{self.project}.{self.dataset}",
+                                             query_parameters=[bigquery.ArrayQueryParameter("rows", "STRUCT", structs)])
+            self.client.query(sql, job_config=config).result()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import fcntl
 import logging
 import time
 from functools import lru_cache
@@ -23,28 +24,72 @@ def to_duckdb(sql: str) -> str:
     return statements[0]
 
 
+MAX_POLL_S = 0.25  # how often a waiting process retries the file lock
+
+
+def waiting_path(path: Path) -> Path:
+    """The side file a process holds a shared lock on while it waits for the database's lock,
+    so a process that keeps the database open (the web service) can see it and let go."""
+    return path.with_name(path.name + ".waiting")
+
+
+def others_waiting(path: Path) -> bool:
+    """True while another process waits for the database's lock (see :func:`waiting_path`)."""
+    try:
+        with open(waiting_path(path), "a+b") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+    except OSError:
+        return False
+
+
+class _Waiting:
+    """Held (a shared lock on the side file) from the first refused connect until connected."""
+
+    def __init__(self, path: Path):
+        self.file = open(waiting_path(path), "a+b")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # a holder is probing this instant; the next retry announces again
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class DuckDBWarehouse(Warehouse):
     """The embedded default: one DuckDB file. A connection is opened per call so that several
-    Airflow task processes can share the file; a held lock is waited for, not failed on."""
+    Airflow task processes can share the file; a held lock is waited for (up to
+    ``lock_timeout_s``, then DuckDB's IOException), and the wait is announced so a holder that
+    keeps the file open can yield it."""
 
     def __init__(self, path: str | Path, lock_timeout_s: float = 120.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock_timeout_s = lock_timeout_s
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + self.lock_timeout_s
-        delay = 0.05
-        while True:
-            try:
-                con = duckdb.connect(str(self.path))
-                con.execute("SET TimeZone = 'UTC'")
-                return con
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+    def _connect(self, timeout_s: float | None = None) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + (self.lock_timeout_s if timeout_s is None else timeout_s)
+        delay, waiting = 0.05, None
+        try:
+            while True:
+                try:
+                    con = duckdb.connect(str(self.path))
+                    con.execute("SET TimeZone = 'UTC'")
+                    return con
+                except duckdb.IOException as exc:
+                    if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                        raise
+                waiting = waiting or _Waiting(self.path)
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, MAX_POLL_S)
+        finally:
+            if waiting is not None:
+                waiting.close()
 
     def query(self, sql, params=None):
         with self._connect() as con:

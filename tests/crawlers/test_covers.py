@@ -45,3 +45,20 @@ def test_store_is_content_addressed_and_create_only(store):
     again_uri, again = store_cover(store, data, cover)
     assert written and not again and uri == again_uri == store.uri(cover.key)
     assert store.get_bytes(cover.key) == data and store.list("covers") == [cover.key]
+
+
+def test_the_crawler_hashes_a_cover_as_the_snapshot_does():
+    """The snapshot dedupes with the crawler's stored hash: an EXIF-rotated JPEG and the same
+    picture stored upright must get one hash, the one ``sleeve.phash`` gives."""
+    from sleeve.phash import distance, phash_hex
+
+    upright = Image.open(io.BytesIO(draw_cover(random.Random(2), 160, "JPEG"))).convert("RGB")
+    upright = upright.crop((0, 0, 160, 120))  # not square: a rotation changes the picture
+    rotated = upright.transpose(Image.Transpose.ROTATE_90)  # stored sideways, EXIF says turn it back
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: turn 90 degrees clockwise to display
+    out = io.BytesIO()
+    rotated.save(out, format="JPEG", quality=95, exif=exif.tobytes())
+    cover = validate_cover(out.getvalue())
+    assert cover.phash == phash_hex(Image.open(io.BytesIO(out.getvalue())))
+    assert distance(int(cover.phash, 16), int(phash_hex(upright), 16)) <= 4  # the upright picture, JPEG-compressed

@@ -4,8 +4,9 @@ conditional requests, User-Agent, byte cap."""
 
 import pytest
 
-from crawlers.http import FetchError, HttpClient, TooLarge
+from crawlers.http import FetchError, HttpClient, TooLarge, host_of
 from crawlers.sample_site import SampleSite
+from crawlers.schedule import HostScheduler
 
 
 def test_429_retry_after_is_honoured(catalogue, http):
@@ -33,10 +34,14 @@ def test_404_is_not_retried(site, http):
 
 
 def test_per_host_rate_limit_holds_under_concurrency(catalogue):
-    client = HttpClient("Sleeve-test/0 ( tests@example.invalid )", rate_per_host=10.0, max_workers=8)
+    client = HttpClient("Sleeve-test/0 ( tests@example.invalid )", rate_per_host=10.0)
+    scheduler = HostScheduler(client.limiter, workers=8)
     with SampleSite(catalogue, hosts=2) as site:
-        urls = [site.urls["melon"] + "/robots.txt", site.urls["melon_cdn"] + "/robots.txt"] * 8
-        results = list(client.map(client.get, urls))
+        urls = [site.urls["melon"] + "/robots.txt", site.urls["melon_cdn"] + "/robots.txt"] * 12
+        for url in urls:
+            scheduler.submit(client.get, url, host_of(url))
+        results = [scheduler.get(timeout=30) for _ in urls]
+        scheduler.close()
         rates = site.max_rate(1.0)
     assert all(err is None for _, _, err in results)
     assert len(rates) == 2 and max(rates.values()) <= 10, rates
@@ -57,3 +62,58 @@ def test_body_cap(site):
         client.get(site.urls["melon"] + "/chart/index.htm")
 
 
+def test_connection_reset_mid_body_is_retried(catalogue, http):
+    with SampleSite(catalogue, faults={"/chart/index.htm": ["reset"]}) as site:
+        resp = http.get(site.urls["melon"] + "/chart/index.htm")
+        hits = [h for h in site.hits if h.path == "/chart/index.htm"]
+    assert resp.status == 200 and resp.content.endswith(b"</html>\n") and len(hits) == 2
+    assert http.stats["retries"] == 1
+
+
+def test_connection_reset_every_time_is_a_transient_fetch_error(catalogue, http):
+    with SampleSite(catalogue, faults={"/chart/index.htm": ["reset"] * 10}) as site:
+        with pytest.raises(FetchError, match="after 3 retries") as err:
+            http.get(site.urls["melon"] + "/chart/index.htm")
+    assert not err.value.permanent and len(site.hits) == 4
+
+
+def test_redirect_loop_hops_are_rate_limited_and_end_in_a_fetch_error(catalogue):
+    client = HttpClient("t ( x@example.invalid )", rate_per_host=10.0)
+    with SampleSite(catalogue, faults={"/loop": ["loop"] * 100}) as site:
+        with pytest.raises(FetchError, match="redirects") as err:
+            client.get(site.urls["melon"] + "/loop")
+        hits = list(site.hits)
+        rates = site.max_rate(1.0)
+    assert err.value.kind == "redirect" and err.value.permanent
+    assert len(hits) == client.max_redirects + 1 and max(rates.values()) <= 10
+    assert hits[-1].at - hits[0].at >= client.max_redirects / 10.0
+
+
+def test_redirects_are_followed_and_relative_locations_resolved(catalogue, http):
+    release = catalogue.releases[0]
+    with SampleSite(catalogue) as site:
+        resp = http.get(f"{site.urls['coverart']}/release/{release.release_id}/front-500")
+        paths = [h.path for h in site.hits]
+    assert resp.content == release.cover and resp.url.endswith(f"/img/{release.release_id}-500.{release.cover_ext}")
+    assert paths == [f"/release/{release.release_id}/front-500", f"/img/{release.release_id}-500.{release.cover_ext}"]
+
+
+@pytest.mark.parametrize("fault", ["trickle:0.1", "trickle_headers:0.05"])
+def test_a_trickling_server_meets_the_request_deadline(catalogue, fault):
+    import time
+
+    client = HttpClient("t ( x@example.invalid )", rate_per_host=100.0, max_retries=0, deadline_s=1.0)
+    with SampleSite(catalogue, faults={"/robots.txt": [fault]}) as site:
+        started = time.monotonic()
+        with pytest.raises(FetchError, match="deadline of 1") as err:
+            client.get(site.urls["melon"] + "/robots.txt")  # ~50 bytes at 10 bytes/s: 5 s without a deadline
+        took = time.monotonic() - started
+        assert client.get(site.urls["melon"] + "/robots.txt").status == 200  # the client still works
+    assert err.value.kind == "deadline" and not err.value.permanent and 0.9 < took < 2.0
+
+
+def test_bad_urls_are_permanent_fetch_errors(http):
+    for url in ("javascript:void(0)", "http://", "ftp://example.invalid/x.jpg"):
+        with pytest.raises(FetchError) as err:
+            http.get(url)
+        assert err.value.permanent and err.value.kind == "bad_url"

@@ -93,7 +93,8 @@ def test_sample_song_page_roundtrip_keeps_korean_lyrics():
 def test_musicbrainz_release_and_search():
     cat = build_catalogue(n_songs=9, seed=2, defects=False)
     release = cat.releases[0]
-    records, bad = parse_mb_release(json.dumps(mb_release(release)), lambda rid: f"https://musicbrainz.org/recording/{rid}")
+    parsed = parse_mb_release(json.dumps(mb_release(release)), lambda rid: f"https://musicbrainz.org/recording/{rid}")
+    records, bad = parsed.records, parsed.bad
     assert not bad
     assert [r.source_id for r in records] == [s.recording_id for s in release.songs]
     assert records[0].genre == release.genre and records[0].release_date == release.release_date
@@ -101,7 +102,8 @@ def test_musicbrainz_release_and_search():
     doc = mb_release(release)
     doc["media"][0]["tracks"][0]["title"] = ""
     doc["media"][0]["tracks"][0]["recording"]["title"] = ""
-    records, bad = parse_mb_release(json.dumps(doc))
+    parsed = parse_mb_release(json.dumps(doc))
+    records, bad = parsed.records, parsed.bad
     assert len(records) == len(release.songs) - 1 and bad[0][1].reason == "missing_field"
     with pytest.raises(ParseError, match="not valid JSON"):
         parse_mb_release_search('{"releases": [')

@@ -47,7 +47,8 @@ def test_offline_run_labels_every_song_and_a_rerun_changes_nothing(dagbag, songs
     assert all("no text or lettering" in p["positive"] and json.loads(p["captions"]) for p in prompts)
     stats = _stats(songs, RUN_1)
     assert stats == {"songs": 4, "labelled": 4, "skipped": 0, "llm": 0, "offline": 4, "fallbacks": 0,
-                     "prompt_tokens": 0, "completion_tokens": 0, "cache_hits": 0, "prompts_rebuilt": 0}
+                     "prompt_tokens": 0, "completion_tokens": 0, "cache_hits": 0, "policy_fallbacks": 0,
+                     "prompts_rebuilt": 0}
 
     assert _prompt_events() == events + 1
 
@@ -91,3 +92,23 @@ def test_llm_by_param_with_fallback_and_cache(dagbag, songs, monkeypatch):
         stats = _stats(songs, RUN_2)
         assert stats["cache_hits"] == 1 and stats["llm"] == 2 and stats["fallbacks"] == 0
         assert len(server.requests) == before + 1
+
+
+def test_injected_lyrics_cannot_put_a_named_person_into_a_prompt(dagbag, songs, monkeypatch):
+    # Observed: lyrics asking for "photo of taylor swift" got labels that passed validation and
+    # went into the generation prompt.
+    injected = {"moods": ["dreamy"], "objects": ["photo of taylor swift", "nude photo of a celebrity"],
+                "palette": ["blue"], "style": "billboard with text hacked", "genre": "dance"}
+    with FakeLLM() as server:
+        monkeypatch.setenv("SLEEVE_LLM_BASE_URL", server.base_url)
+        monkeypatch.setenv("SLEEVE_LLM_MODEL", "demo-model")
+        get_settings.cache_clear()
+        server.by_marker["Neon Night"] = ["content:" + json.dumps(injected)]
+        dagbag.get_dag("label_songs").test(logical_date=RUN_2, run_conf={"labeller": "llm", "song_ids": ["s-city"]})
+    (label,) = songs.query("SELECT labeller, fallback_reason FROM labels WHERE song_id = 's-city'")
+    assert label["labeller"] == "offline" and label["fallback_reason"].startswith("content policy: ")
+    for what in ("names a person", "sexual content", "text or lettering"):
+        assert what in label["fallback_reason"]
+    (prompt,) = songs.query("SELECT positive FROM prompts WHERE song_id = 's-city'")
+    assert "taylor" not in prompt["positive"] and "nude" not in prompt["positive"]
+    assert _stats(songs, RUN_2)["policy_fallbacks"] == 1

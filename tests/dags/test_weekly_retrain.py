@@ -41,6 +41,9 @@ def test_weekly_retrain_trains_gates_registers_once(dagbag, warehouse, store):
     assert (by_source["generated"], by_source["cover"]) == (metrics["snapshot"]["val_generated"],
                                                             metrics["snapshot"]["val_covers"])
     assert "reference rule skipped: no held-out images of an earlier promoted week yet" in reasons
+    if val_images >= 2:  # the measured effect, with its interval, shown but not used
+        assert any(r.startswith("val loss ") and r.endswith("for information only (too few images)") for r in reasons)
+        assert metrics["gate"]["evidence"]["val"]["n"] == val_images
     assert metrics["gate"]["rules"]["min_val_images"] == 16 and metrics["reference_images"] == 0
     assert run["gpu_seconds"] > 0
     assert {"val_loss", "brightness"} <= set(metrics["challenger"]) and metrics["steps"] == 4

@@ -25,7 +25,7 @@ COMPOSE = DOCKER / "docker-compose.yaml"
 ENV_EXAMPLE = DOCKER / ".env.example"
 DOCKERFILES = {"airflow": DOCKER / "Dockerfile.airflow", "gpu": DOCKER / "Dockerfile.gpu"}
 ENTRYPOINT = DOCKER / "gpu-entrypoint.sh"
-HEAVY = {"torch", "diffusers", "transformers", "peft", "accelerate"}
+HEAVY = {"torch", "diffusers", "transformers", "peft", "accelerate", "opencv-python-headless"}
 REQUIRED_SERVICES = {
     "postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
     "airflow-triggerer", "airflow-init", "airflow-worker", "airflow-gpu-worker",
@@ -208,7 +208,7 @@ def test_service_commands_are_airflow_commands():
         check = services()[name]["healthcheck"]["test"][1]
         argv = check.replace('"$${HOSTNAME}"', "host").split()[1:]
         parser.parse_args(argv)
-    assert "apache-airflow-providers-celery" in requirement_names(DOCKER / "requirements" / "gpu-worker.txt")
+    assert "apache-airflow-providers-celery" in requirement_names(DOCKER / "requirements" / "airflow-celery.txt")
 
 
 def test_visibility_timeout_outlasts_every_gpu_task(airflow_db, monkeypatch):
@@ -384,10 +384,77 @@ def test_requirements_split_pyproject_between_the_images():
     assert set(ml) == HEAVY
     assert deps - {"apache-airflow"} == set(core) | set(ml), "docker/requirements/ out of step with pyproject"
     pinned = {ln.split("==")[0].lower().replace("_", "-") for ln in (REPO / "constraints.txt").read_text().splitlines() if "==" in ln}
-    for name, line in {**core, **ml, **requirement_names(DOCKER / "requirements" / "gpu-worker.txt")}.items():
+    extra = {**requirement_names(DOCKER / "requirements" / "airflow-celery.txt"),
+             **requirement_names(DOCKER / "requirements" / "gpu-pods.txt")}
+    for name, line in {**core, **ml, **extra}.items():
         assert name in pinned or "==" in line, f"{name} is pinned neither in constraints.txt nor in docker/requirements"
-    airflow_runs = " ".join(a for k, a in instructions(DOCKERFILES["airflow"]) if k == "RUN")
-    assert "-c constraints.txt" in airflow_runs and "sleeve-ml" not in airflow_runs and "--no-deps -e ." in airflow_runs
+    steps = install_steps(DOCKERFILES["airflow"])
+    assert "ml" not in steps and "torch" not in steps and {"core", "sleeve"} <= set(steps)
+
+
+# ------------------------------------------------------------------------------- docker/install.sh
+INSTALL = DOCKER / "install.sh"
+
+
+def install_steps(dockerfile: Path) -> list[str]:
+    """The docker/install.sh steps a Dockerfile's RUN lines call, in order."""
+    steps = []
+    for kind, args in instructions(dockerfile):
+        for m in re.finditer(r"docker/install\.sh pip ((?:[a-z]+ ?)+)", args) if kind == "RUN" else ():
+            steps += m.group(1).split()
+    return steps
+
+
+def test_both_images_install_only_through_the_install_script():
+    """No RUN line of either image calls pip itself: every Python package arrives through the
+    script that `make test-cluster` runs too."""
+    for kind, dockerfile in DOCKERFILES.items():
+        runs = [a for k, a in instructions(dockerfile) if k == "RUN"]
+        direct = [r for r in runs if re.search(r"\bpip install\b", r) and "--upgrade pip" not in r]
+        assert not direct, f"{kind}: pip called outside docker/install.sh: {direct}"
+        assert any("docker/install.sh" in sources for sources, _ in copies(dockerfile)), f"{kind}: install.sh not copied"
+    assert install_steps(DOCKERFILES["gpu"]) == ["torch", "celery", "pods", "core", "ml", "sleeve"]
+    assert install_steps(DOCKERFILES["airflow"]) == ["core", "celery", "sleeve"]
+
+
+def test_the_cluster_test_installs_with_the_images_command():
+    """`make test-cluster` installs the CeleryExecutor stack with the same script and step as the
+    images, so the Celery/Redis/PostgreSQL versions the cluster test ran are the images' ones."""
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^\tdocker/install\.sh \$\(BIN\)/pip celery$", makefile, re.M)
+    assert re.search(r"^test-cluster:.*\.cluster-installed", makefile, re.M)
+
+
+def test_install_script_is_valid_and_refuses_unknown_steps(tmp_path):
+    subprocess.run(["bash", "-n", str(INSTALL)], check=True)
+    assert os.access(INSTALL, os.X_OK)
+    fake_pip = tmp_path / "pip"
+    fake_pip.write_text("#!/bin/sh\necho \"pip $*\" >> \"$(dirname \"$0\")/calls\"\n")
+    fake_pip.chmod(0o755)
+    bad = subprocess.run(["bash", str(INSTALL), str(fake_pip), "core", "nonsense"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown step 'nonsense'" in bad.stderr
+    assert subprocess.run(["bash", str(INSTALL), str(fake_pip)], capture_output=True).returncode == 2
+    ok = subprocess.run(["bash", str(INSTALL), str(fake_pip), "core", "celery", "torch", "sleeve"],
+                        capture_output=True, text=True, env={**os.environ, "TORCH_INDEX_URL": "https://example.invalid/whl"})
+    assert ok.returncode == 0, ok.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls == [
+        "pip install apache-airflow==3.3.2 -c constraints.txt -r docker/requirements/sleeve-core.txt",
+        "pip install apache-airflow==3.3.2 -c constraints.txt -r docker/requirements/airflow-celery.txt",
+        "pip install --index-url https://example.invalid/whl torch==2.13.0",
+        "pip install --no-deps -e .",
+    ]
+
+
+def test_celery_stack_pins_resolve_together():
+    """constraints.txt pins the CeleryExecutor stack that the cluster test ran; celery 5.7 breaks
+    the pinned Celery provider (it imports celery.backends.database.retry, gone in 5.7)."""
+    pins = dict(ln.split("==", 1) for ln in (REPO / "constraints.txt").read_text().splitlines() if "==" in ln)
+    for name in ("apache-airflow-providers-celery", "apache-airflow-providers-redis",
+                 "apache-airflow-providers-postgres", "celery", "kombu", "redis", "psycopg2-binary"):
+        assert name in pins, f"constraints.txt lacks {name}"
+    major, minor = (int(x) for x in pins["celery"].split(".")[:2])
+    assert (major, minor) < (5, 7)
 
 
 # ------------------------------------------------------------------------------- entrypoints

@@ -12,6 +12,12 @@ answers ``ok``. Modes:
 - ``429``: Too Many Requests with ``Retry-After: <retry_after>``
 - ``500``: an internal error
 - ``401``: unauthorised (not retryable)
+- ``policy``: (product backgrounds) a scene that breaks the content policy
+- ``huge``: a 30 MB completion with its Content-Length; ``huge-unsized``: the same streamed with
+  no length (the connection close ends it)
+- ``content:<text>``: a completion whose content is ``<text>`` (e.g. labels an injected lyric asked for)
+
+Requests for a ``product_background`` schema get a product background answer instead of labels.
 
 Every request is recorded (headers, JSON body) and usage counts are returned with each answer.
 """
@@ -31,6 +37,7 @@ class FakeLLM:
         self.requests: list[dict] = []
         self.delay_s, self.retry_after = delay_s, retry_after
         self.in_flight = self.max_in_flight = 0
+        self.bytes_sent = 0
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -84,8 +91,18 @@ class FakeLLM:
                     return self._send(int(mode), {"error": {"message": f"status {mode}"}})
                 if mode == "broken":
                     return self._send(200, {"unexpected": True})
-                if mode == "garbage":
+                schema = body.get("response_format", {}).get("json_schema", {}).get("name")
+                if mode.startswith("huge"):
+                    return self._send_huge(30 * 1024 * 1024, sized=mode == "huge")
+                if mode.startswith("content:"):
+                    content = mode.removeprefix("content:")
+                elif mode == "garbage":
                     content = "Sure! Here are some labels: moody, ocean"
+                elif schema == "product_background":  # inference.product_prompts asks for a background
+                    scene = {"invalid": "세련된 주방", "policy": "a portrait of a famous celebrity"}.get(
+                        mode, "a sunlit marble kitchen counter")
+                    content = json.dumps({"scene": scene, "lighting": "soft morning light", "surface": "white marble",
+                                          "palette": ["cream", "sage green"], "negative_prompt": "clutter, text"})
                 elif mode == "invalid":
                     content = json.dumps({"moods": ["슬픈"], "objects": [], "palette": ["blue"], "style": "x"})
                 else:
@@ -102,6 +119,25 @@ class FakeLLM:
                     "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(content) // 4,
                               "total_tokens": prompt_tokens + len(content) // 4},
                 })
+
+            def _send_huge(self, size, sized):
+                head = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "'
+                tail = b'"}}]}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if sized:
+                    self.send_header("Content-Length", str(len(head) + size + len(tail)))
+                self.end_headers()
+                try:
+                    self.wfile.write(head)
+                    block = b"x" * 65536
+                    for _ in range(size // len(block)):
+                        self.wfile.write(block)
+                        server.bytes_sent += len(block)
+                    self.wfile.write(tail)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client stopped reading: what a capped client does
+                self.close_connection = True
 
             def _send(self, status, payload, headers=None):
                 data = json.dumps(payload).encode()

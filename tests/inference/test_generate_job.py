@@ -28,7 +28,7 @@ def test_job_renders_a_shard_with_an_adapter_and_resumes(sleeve_env, tiny_model,
     }
     write_json(store, "generate/manifests/test.json", manifest)
     argv = ["--manifest", store.uri("generate/manifests/test.json"), "--config",
-            json.dumps({"store_url": sleeve_env.store_url, "batch_size": 2}),
+            json.dumps({"store_url": sleeve_env.store_url}),
             "--output", store.uri("generate/results/test")]
     proc = subprocess.run([sys.executable, "-m", "inference.generate_job", *argv], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]

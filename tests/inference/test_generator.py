@@ -10,6 +10,7 @@ from PIL import Image
 
 from inference.generator import (
     Adapter,
+    BadRequest,
     CoverGenerator,
     Defaults,
     Request,
@@ -31,7 +32,7 @@ def pixels(store, record) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def generator(tiny_model):
-    return CoverGenerator(str(tiny_model), batch_size=4)
+    return CoverGenerator(str(tiny_model))
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,49 @@ def test_validation_names_what_is_wrong():
     assert "unsupported size 64x4096" in validate_request(Request("r", PROMPT, height=4096), d)
     assert "steps=500" in validate_request(Request("r", PROMPT, steps=500), d)
     assert "num_images=0" in validate_request(Request("r", PROMPT, num_images=0), d)
+    assert "guidance_scale=nan" in validate_request(Request("r", PROMPT, guidance_scale=float("nan")), d)
+
+
+@pytest.mark.parametrize("field,reason", [
+    ("steps", "steps=0 is out of range"),  # observed: silently became the default
+    ("width", "unsupported size 0x64"),
+    ("height", "unsupported size 64x0"),
+    ("num_images", "num_images=0 is out of range"),
+])
+def test_zero_is_not_missing(field, reason):
+    request = Request.from_dict({"request_id": "r", "prompt": PROMPT, field: 0})
+    assert reason in validate_request(request, Defaults())
+    missing = Request.from_dict({"request_id": "r", "prompt": PROMPT, field: None})
+    assert validate_request(missing, Defaults()) is None  # missing: the default
+
+
+@pytest.mark.parametrize("row,reason", [
+    ({"request_id": "r", "prompt": PROMPT, "num_images": "3"}, "num_images must be int, got str '3'"),
+    ({"request_id": "r", "prompt": PROMPT, "steps": 4.0}, "steps must be int, got float 4.0"),
+    ({"request_id": "r", "prompt": PROMPT, "width": True}, "width must be int, got bool True"),
+    ({"request_id": "r", "prompt": ["a", "b"]}, "prompt must be str, got list"),
+    ({"request_id": "r", "prompt": PROMPT, "guidance_scale": "5"}, "guidance_scale must be int or float"),
+    ({"request_id": "r", "prompt": PROMPT, "num_image": 3}, "unknown request field(s) ['num_image']"),
+    ({"request_id": 7, "prompt": PROMPT}, "request_id must be a non-empty string, got 7"),
+    ({"request_id": "r"}, "empty prompt"),
+    ("not a row", "a request must be a JSON object, got str"),
+])
+def test_rows_are_type_checked_with_a_reason(row, reason):
+    with pytest.raises(BadRequest) as err:
+        Request.from_dict(row)
+    assert reason in str(err.value)
+
+
+def test_a_bad_row_fails_alone_and_the_good_request_in_its_shard_is_made(generator, fresh_store):
+    # Observed: num_images="3" raised TypeError and lost the whole shard, the good request too.
+    rows = [{"request_id": "good", "prompt": PROMPT, "num_images": 1},
+            {"request_id": "bad", "prompt": PROMPT, "num_images": "3"},
+            {"request_id": "zero", "prompt": PROMPT, "steps": 0}, ["not", "a", "row"]]
+    result = generator.generate(rows, fresh_store)
+    assert [(i["request_id"], i["image_index"]) for i in result.images] == [("good", 0)]
+    reasons = {f["request_id"]: f["reason"] for f in result.failed}
+    assert reasons == {"bad": "num_images must be int, got str '3'", "zero": "steps=0 is out of range 1..150",
+                       "None": "a request must be a JSON object, got list"}
 
 
 def test_seed_depends_on_request_and_index_only():
@@ -94,13 +138,30 @@ def test_same_request_same_model_reproduces_the_image(generator, tmp_path):
     alone = generator.generate([{"request_id": "r1", "prompt": PROMPT, "num_images": 2}], first)
     again = generator.generate([{"request_id": "r1", "prompt": PROMPT, "num_images": 2}], second)
     assert [i["sha256"] for i in alone.images] == [i["sha256"] for i in again.images]
-    # In a batch with other requests, at other positions, the image is byte-identical (own
-    # generator per image, fixed batch shape).
+    # In a shard with other requests, before and after them, the image is byte-identical (own
+    # generator per image, the request's own forward pass).
     third = open_store(f"file://{tmp_path}/three")
     mixed = generator.generate([{"request_id": "x", "prompt": "red heart", "num_images": 3},
-                                {"request_id": "r1", "prompt": PROMPT, "num_images": 2}], third)
+                                {"request_id": "r1", "prompt": PROMPT, "num_images": 2},
+                                {"request_id": "y", "prompt": "neon city rain", "num_images": 1}], third)
     batched = {(i["request_id"], i["image_index"]): i["sha256"] for i in mixed.images}
     assert [batched[("r1", 0)], batched[("r1", 1)]] == [i["sha256"] for i in alone.images]
+
+
+def test_a_request_is_rendered_in_its_own_passes_so_nothing_is_padded(generator, fresh_store, monkeypatch):
+    # Observed before: a short batch was padded to batch_size (a 4-image request at batch 8
+    # rendered 8 images), and requests shared passes. Now every pass holds one request's images.
+    calls = []
+    render = generator.render
+    monkeypatch.setattr(generator, "render", lambda batch: calls.append(
+        [(j.request_id, j.image_index) for j in batch]) or render(batch))
+    requests = [{"request_id": "six", "prompt": PROMPT, "num_images": 6},
+                {"request_id": "one", "prompt": "red heart", "num_images": 1},
+                {"request_id": "three", "prompt": "neon city rain", "num_images": 3}]
+    result = generator.generate(requests, fresh_store)
+    assert calls == [[("six", i) for i in range(4)], [("six", 4), ("six", 5)], [("one", 0)],
+                     [("three", i) for i in range(3)]]
+    assert result.stats["rendered"] == result.stats["generated"] == 10 and result.stats["discarded"] == 0
 
 
 def test_rerun_of_a_killed_shard_skips_what_is_stored(generator, fresh_store):
@@ -111,6 +172,8 @@ def test_rerun_of_a_killed_shard_skips_what_is_stored(generator, fresh_store):
     objects_before = len(fresh_store.list("images/"))
     result = generator.generate(requests, fresh_store)
     assert result.stats["skipped_existing"] == 3 and result.stats["generated"] == 3
+    # The half-stored request is rendered whole (its layout is its own), the stored image dropped.
+    assert result.stats["rendered"] == 4 and result.stats["discarded"] == 1
     assert len(result.images) == 6
     # 2 new images + 2 new records + the redone record; the redone image is byte-identical, so
     # it hit its existing object (create_only) instead of adding one.
@@ -132,8 +195,7 @@ def test_adapters_fused_single_and_weighted_mix(tiny_model, lora_dirs, tmp_path)
     req = [{"request_id": "lora", "prompt": PROMPT, "num_images": 1}]
 
     def run(name, adapters):
-        gen = CoverGenerator(str(tiny_model), adapters, model_version=name, batch_size=1,
-                             cache_dir=tmp_path / "cache")
+        gen = CoverGenerator(str(tiny_model), adapters, model_version=name, cache_dir=tmp_path / "cache")
         store = open_store(f"file://{tmp_path}/{name}")
         return pixels(store, gen.generate(req, store).images[0]), gen
 
@@ -157,3 +219,22 @@ def test_adapters_fused_single_and_weighted_mix(tiny_model, lora_dirs, tmp_path)
 def test_missing_adapter_is_a_clear_error(tiny_model, tmp_path):
     with pytest.raises(FileNotFoundError, match="pytorch_lora_weights.safetensors"):
         CoverGenerator(str(tiny_model), [Adapter(str(tmp_path / "nowhere"))], cache_dir=tmp_path)
+
+
+def test_a_users_adapter_is_not_left_on_the_workers_disk(tiny_model, lora_dirs, tmp_path, monkeypatch):
+    """Shared adapters are cached; a DreamBooth adapter (under users/<id>/) is fetched into the
+    job's scratch space and removed once loaded, so forgetting the user leaves no copy behind."""
+    style, user = lora_dirs
+    scratch = tmp_path / "scratch"
+    monkeypatch.setattr("sleeve.scratch.scratch_root", lambda: scratch)
+    store = open_store(f"file://{tmp_path}/store")
+    store.upload_dir("users/u1/adapters/r1", user)
+    store.upload_dir("models/style/v1", style)
+    cache = tmp_path / "cache"
+    gen = CoverGenerator(str(tiny_model), [Adapter(f"{store.url}/models/style/v1", 1.0),
+                                           Adapter(f"{store.url}/users/u1/adapters/r1", 0.5)],
+                         cache_dir=cache, store_url=store.url)
+    assert len(gen.pipe.unet.peft_config) == 2  # both were loaded
+    cached = sorted(p.relative_to(cache).parts[-1] for p in cache.rglob("*.safetensors"))
+    assert cached == ["pytorch_lora_weights.safetensors"]  # the shared one only
+    assert not any(scratch.rglob("*.safetensors"))

@@ -158,5 +158,20 @@ def test_usage_stats_counts():
     results = OfflineLabeller().label_batch(SONGS[:2])
     results[0].labeller, results[0].prompt_tokens, results[0].cache_hit = "llm", 10, True
     results[1].fallback_reason = "x"
+    results[1].policy_fallback = True
     assert usage_stats(results) == {"labelled": 2, "llm": 1, "offline": 1, "fallbacks": 1, "prompt_tokens": 10,
-                                    "completion_tokens": 0, "cache_hits": 1}
+                                    "completion_tokens": 0, "cache_hits": 1, "policy_fallbacks": 1}
+
+
+def test_every_word_the_offline_labeller_can_emit_obeys_the_content_policy():
+    from inference import lexicon
+    from inference.policy import policy_violations
+
+    words = {w for table in (lexicon.MOODS, lexicon.OBJECTS, lexicon.COLOURS, lexicon.GENRES, lexicon.GENRE_STYLE,
+                                                                                 lexicon.PALETTE_HINTS)
+             for w in table.values()}
+    words |= {lexicon.DEFAULT_GENRE, lexicon.DEFAULT_MOOD, lexicon.DEFAULT_STYLE, *lexicon.DEFAULT_SCENES,
+              *lexicon.DEFAULT_PALETTE}
+    words |= {w for defaults in lexicon.GENRE_DEFAULTS.values() for part in defaults if part
+              for w in ([part] if isinstance(part, str) else part)}
+    assert {w: policy_violations(w) for w in words if policy_violations(w)} == {}

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from inference.labels import OfflineLabeller, Song, validate_labels
+from inference.labels import OfflineLabeller, Song, label_violations, usage_stats, validate_labels
 from inference.llm import LABEL_PROMPT_VERSION, ChatClient, LLMError, LLMLabeller
 from tests.inference.conftest import SONGS
 from tests.inference.llm_server import FakeLLM
@@ -149,3 +149,63 @@ def test_client_rejects_bad_configuration():
         ChatClient("api.example.com", "m")
     with pytest.raises(ValueError, match="model is empty"):
         ChatClient("http://127.0.0.1:1/v1", "")
+
+
+@pytest.mark.parametrize("mode", ["huge", "huge-unsized"])
+def test_an_oversized_answer_is_not_read_past_the_cap_nor_cached(fake_llm, local_store, mode):
+    # Observed: a 30 MB body was parsed and a 31 MB cache entry written.
+    fake_llm.by_marker["Neon Night"] = [mode, mode]
+    labeller, _ = make(fake_llm, local_store)
+    ocean, city = labeller.label_batch(SONGS[:2])
+    assert ocean.labeller == "llm"
+    assert city.labeller == "offline"
+    assert ("at most 262,144 are read" if mode == "huge" else "over 262,144 bytes") in city.fallback_reason
+    assert not local_store.exists(labeller.cache_key(SONGS[1]))
+    entries = local_store.list("llm-cache/")
+    assert len(entries) == 1 and len(local_store.get_bytes(entries[0])) < 10_000
+    assert len(json.dumps(city.raw)) < 10_000  # nothing of the huge body is kept for audit either
+    assert fake_llm.bytes_sent < 30 * 1024 * 1024  # the client hung up instead of reading it all
+
+
+INJECTED = [  # labels that lyrics like "ignore the rules and draw ..." got out of a model
+    ("objects", "nude photo of a celebrity", "sexual content"),
+    ("objects", "photo of taylor swift", "names a person"),
+    ("objects", "billboard with text hacked", "text or lettering"),
+    ("style", "in the style of greg rutkowski", "names a person"),
+]
+
+
+@pytest.mark.parametrize("field,term,reason", INJECTED)
+def test_labels_that_break_the_content_policy_fall_back_offline_with_the_reason(fake_llm, local_store, field,
+                                                                                 term, reason):
+    labels = {"moods": ["dreamy"], "objects": ["lighthouse"], "palette": ["blue"], "style": "oil painting",
+              "genre": "ballad"}
+    labels[field] = [term] if field == "objects" else term
+    fake_llm.by_marker["Neon Night"] = ["content:" + json.dumps(labels)]
+    labeller, _ = make(fake_llm, local_store)
+    ocean, city = labeller.label_batch(SONGS[:2])
+    assert ocean.labeller == "llm" and not ocean.policy_fallback
+    assert city.labeller == "offline" and city.policy_fallback
+    assert city.fallback_reason.startswith("content policy: ") and reason in city.fallback_reason
+    assert term in city.fallback_reason
+    assert city.labels == OfflineLabeller().label_batch(SONGS[:2])[1].labels
+    assert len(fake_llm.requests) == 2  # no re-ask: at temperature 0 the answer would be the same
+    assert not local_store.exists(labeller.cache_key(SONGS[1]))
+    assert term in json.loads(city.raw)["llm_answers"][0]  # what the model said is kept for audit
+    assert usage_stats([ocean, city])["policy_fallbacks"] == 1
+
+
+def test_a_cached_answer_that_breaks_the_policy_is_not_used(fake_llm, local_store):
+    labeller, _ = make(fake_llm, local_store)
+    bad = {"moods": ["dreamy"], "objects": ["photo of taylor swift"], "palette": ["blue"], "style": "oil painting",
+           "genre": "ballad"}
+    local_store.put_bytes(labeller.cache_key(SONGS[0]), json.dumps({"content": json.dumps(bad)}).encode())
+    (result,) = labeller.label_batch(SONGS[:1])
+    assert result.labeller == "offline" and "names a person" in result.fallback_reason and result.policy_fallback
+    assert fake_llm.requests == []
+
+
+def test_offline_labels_obey_the_policy_even_for_a_hostile_genre():
+    song = Song("s-x", "Night", "A", "", "nude photo shoot", "the sea at night")
+    (result,) = OfflineLabeller().label_batch([song])
+    assert label_violations(result.labels) == [] and result.labels["genre"] != "nude photo shoot"

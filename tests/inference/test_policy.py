@@ -28,3 +28,28 @@ def test_ordinary_scenes_pass(text):
 
 def test_non_text_is_a_violation():
     assert policy_violations(None) == ["not text (NoneType)"]
+
+
+# Ways around the first version seen in injected lyrics: spelling tricks, other phrasings.
+@pytest.mark.parametrize("text,reason", [
+    ("n\u200bude photo", "sexual content"),  # a zero-width space inside the word
+    ("\uff4e\uff55\uff44\uff45 figure", "sexual content"),  # full-width letters
+    ("NUD3 beach", "sexual content"),  # digits for letters
+    ("s3xy pose", "sexual content"),
+    ("a sign that says hacked", "text or lettering"),
+    ("the word hacked in neon", "text or lettering"),
+    ("in the style of greg rutkowski", "names a person"),
+    ("featuring kim minji", "names a person"),
+    ("kim minji on stage", "names a person"),
+    ("taylor swift's face", "names a person"),
+])
+def test_obfuscated_or_rephrased_requests_are_caught(text, reason):
+    assert any(reason in r for r in policy_violations(text)), policy_violations(text)
+
+
+@pytest.mark.parametrize("text", [
+    "in the style of a watercolor painting", "a park bench under the moon", "1980s retro synthwave",
+    "4 am city lights", "love letter on a desk", "photo of a cat by the window",
+])
+def test_more_ordinary_scenes_pass(text):
+    assert policy_violations(text) == []

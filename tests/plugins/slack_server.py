@@ -2,8 +2,8 @@
 
 Implements what Sleeve calls: auth.test, chat.postMessage, chat.update, files.delete, the
 three steps of ``files_upload_v2`` (files.getUploadURLExternal, the upload URL,
-files.completeUploadExternal) and an Incoming Webhook endpoint. It checks the bot token and
-Slack's message limits like Slack does, records every request, and can be told to answer the
+files.completeUploadExternal) and an Incoming Webhook endpoint. It checks the bot token,
+Slack's message limits and image blocks (an uploaded file id or a public URL) like Slack does, records every request, and can be told to answer the
 next calls of a method with 429 + Retry-After or a 5xx.
 """
 
@@ -99,6 +99,12 @@ class SlackServer:
         if blocks and (len(blocks) > 50 or any(len(b.get("text", {}).get("text", "")) > 3000
                                                for b in blocks if b.get("type") == "section")):
             return {"ok": False, "error": "invalid_blocks"}
+        for image in [b for b in blocks or [] if b.get("type") == "image"]:
+            # Slack takes an uploaded file by id (slack_file) or a public http(s) image_url, never both.
+            file_id = image.get("slack_file", {}).get("id")
+            url_ok = str(image.get("image_url", "")).startswith(("http://", "https://"))
+            if (file_id is None) == (not url_ok) or (file_id and file_id not in self.files) or not image.get("alt_text"):
+                return {"ok": False, "error": "invalid_blocks", "errors": [f"invalid image block {image}"]}
         if method == "chat.update":
             message = self.messages.get(params.get("ts", ""))
             if message is None or message["channel"] != channel:
@@ -157,6 +163,9 @@ class SlackServer:
                     if method == "webhook":
                         if not params.get("text") and not params.get("blocks"):
                             return self._reply(400, b"no_text", "text/plain")
+                        if any(b.get("type") == "image" and not str(b.get("image_url", "")).startswith("http")
+                               for b in params.get("blocks") or []):
+                            return self._reply(400, b"invalid_blocks", "text/plain")
                         server.webhook_posts.append(params)
                         return self._reply(200, b"ok", "text/plain")
                     answer = server._api(method, params, self.headers.get("Authorization", ""))

@@ -76,3 +76,49 @@ def test_callback_never_raises(report_env, monkeypatch):
     get_settings.cache_clear()
     notify_failure(context())
     assert report_env.warehouse.count("task_failures") == 1  # recording still happened
+
+
+def _slack_env(monkeypatch, slack):
+    monkeypatch.setenv("SLEEVE_NOTIFIER", "slack")
+    monkeypatch.setenv("SLEEVE_SLACK_CHANNEL", "C0ALERTS")
+    monkeypatch.setenv("AIRFLOW_CONN_SLEEVE_SLACK", json.dumps(
+        {"conn_type": "slack", "password": slack.token, "extra": {"base_url": slack.base_url}}))
+    from sleeve.settings import get_settings
+
+    get_settings.cache_clear()
+
+
+def test_an_alert_survives_slack_answering_500(report_env, monkeypatch):
+    from sleeve_airflow.notifier import SlackSenderHook
+
+    monkeypatch.setattr(SlackSenderHook, "server_error_backoff_s", 0.01)
+    with SlackServer() as slack:
+        _slack_env(monkeypatch, slack)
+        slack.fail_next("chat.postMessage", 500, times=4)  # first try + 3 retries
+        notify_failure(context())  # never raises
+        (alert,) = (report_env.settings.outbox_dir / "alerts").glob("*.json")
+        assert json.loads(alert.read_text())["delivery"]["status"] == "pending" and slack.messages == {}
+        assert report_env.warehouse.count("task_failures") == 1
+
+        notify_failure(context(try_number=2))  # the next alert takes the pending one along
+        notify_failure(context(try_number=2))  # a re-delivered callback: nothing twice
+    texts = sorted(m["text"] for m in slack.messages.values())
+    assert len(texts) == 2 and "try 1" in texts[0] and "try 2" in texts[1]
+    assert all(json.loads(p.read_text())["delivery"]["status"] == "delivered"
+               for p in (report_env.settings.outbox_dir / "alerts").glob("*.json"))
+
+
+def test_bad_settings_are_recorded_and_alerted_with_their_one_line(report_env, monkeypatch):
+    """A crawl setting that cannot load must not silence the alert about it: the failure is
+    recorded where the platform settings point and the alert carries the line that names the fix."""
+    from sleeve.preflight import NotReady
+    from sleeve.settings import get_settings
+
+    monkeypatch.setenv("SLEEVE_CRAWL_SOURCE", "musicbrainz")  # without SLEEVE_CRAWL_CONTACT
+    get_settings.cache_clear()
+    ctx = {**context(), "exception": NotReady("SLEEVE_CRAWL_SOURCE=musicbrainz needs SLEEVE_CRAWL_CONTACT")}
+    notify_failure(ctx)
+    (row,) = report_env.warehouse.query("SELECT * FROM task_failures")
+    assert row["error"] == "NotReady"
+    (alert,) = (report_env.settings.outbox_dir / "alerts").glob("*.json")
+    assert "SLEEVE_CRAWL_CONTACT" in json.loads(alert.read_text())["reason"]

@@ -57,20 +57,26 @@ def test_failed_job_raises_with_its_last_lines(echo_job):
     assert "code 3" in str(err.value) and "boom: out of memory" in str(err.value)
 
 
-@pytest.mark.parametrize("executor, expected", [
-    ("local", {"execution_timeout": timedelta(hours=24)}),
-    ("celery", {"execution_timeout": timedelta(hours=24), "queue": "gpu", "pool": "gpu", "pool_slots": 1}),
-    ("kubernetes", {"execution_timeout": timedelta(hours=24), "pool": "gpu", "pool_slots": 1}),
-])
-def test_gpu_task_kwargs_follow_the_executor(sleeve_env, monkeypatch, executor, expected):
-    from sleeve_airflow.gpu import gpu_task_kwargs
+def test_gpu_tasks_take_queue_and_pool_gpu_whatever_the_settings():
+    """Fixed routing, read from no setting (DAG files build tasks at parse time): the pool bounds
+    GPU work across all DAGs; local executors ignore the queue."""
+    from sleeve_airflow.gpu import GPU_TASK
 
-    from sleeve.settings import get_settings
+    assert GPU_TASK == {"execution_timeout": timedelta(hours=24), "queue": "gpu", "pool": "gpu", "pool_slots": 1}
 
-    monkeypatch.setenv("SLEEVE_GPU_EXECUTOR", executor)
-    monkeypatch.setenv("SLEEVE_GPU_IMAGE", "registry.example/sleeve-gpu:1")
-    get_settings.cache_clear()
-    assert gpu_task_kwargs() == expected
+
+def test_a_job_with_bad_settings_fails_the_task_in_one_line_without_retrying(echo_job, monkeypatch):
+    from sleeve_airflow.dag_defaults import NO_RETRY_ON_CONFIGURATION
+    from sleeve_airflow.gpu import run_gpu_job
+
+    from sleeve.preflight import NotReady
+
+    manifest_uri, output_uri = echo_job
+    monkeypatch.setenv("SLEEVE_GPU_SLOTS", "0")
+    with pytest.raises(NotReady) as err:
+        run_gpu_job("echo_job_mod", manifest_uri=manifest_uri, config={"scale": 2}, output_uri=output_uri)
+    assert str(err.value) == "GPU job echo_job_mod: configuration error: SLEEVE_GPU_SLOTS=0 must be at least 1"
+    assert NO_RETRY_ON_CONFIGURATION.evaluate(err.value, 1, 3).action.value == "fail"
 
 
 def test_pod_spec_requests_gpus_and_runs_the_job_contract():

@@ -41,3 +41,31 @@ def test_rollback_cli(warehouse, sleeve_env):
     out = subprocess.run([sys.executable, "-m", "sleeve.registry", "rollback"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "production is now v1" in out.stdout
+
+
+def test_show_lists_every_kind_with_headers_dates_and_gate_numbers(warehouse, sleeve_env):
+    from datetime import UTC, datetime
+
+    from sleeve import registry
+
+    created, promoted = datetime(2026, 3, 2, 3, 5, tzinfo=UTC), datetime(2026, 3, 2, 3, 40, tzinfo=UTC)
+    registry.register(warehouse, version="style-a", kind="style", base_model="tiny", adapter_uri="file:///m/a",
+                      manifest_uri="file:///s.json", training_run_id="r", now=created,
+                      metrics={"challenger": {"val_loss": 0.98}, "champion": {"val_loss": 1.0}})
+    registry.promote(warehouse, "style-a", now=promoted)
+    registry.register(warehouse, version="dreambooth-x", kind="dreambooth", base_model="tiny",
+                      adapter_uri="file:///m/x", manifest_uri="file:///s.json", training_run_id="p",
+                      metrics={"final_loss": 2.5}, alias=None, now=created)
+    del warehouse  # the CLI opens the DuckDB file itself
+    out = subprocess.run([sys.executable, "-m", "sleeve.registry", "show"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    header, *rows = out.stdout.splitlines()
+    assert header.split() == ["VERSION", "KIND", "ALIAS", "STATUS", "CREATED", "(UTC)", "PROMOTED", "(UTC)", "GATE",
+                              "ADAPTER"]
+    assert rows[0].split() == ["dreambooth-x", "dreambooth", "-", "registered", "2026-03-02", "03:05", "-",
+                               "final", "loss", "2.5", "file:///m/x"]
+    assert rows[1].split() == ["style-a", "style", "production", "promoted", "2026-03-02", "03:05", "2026-03-02",
+                               "03:40", "val", "loss", "0.98", "vs", "1", "(-2.0", "%)", "file:///m/a"]
+    only = subprocess.run([sys.executable, "-m", "sleeve.registry", "show", "--kind", "style"], capture_output=True,
+                          text=True)
+    assert [line.split()[0] for line in only.stdout.splitlines()] == ["VERSION", "style-a"]

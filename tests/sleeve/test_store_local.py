@@ -81,3 +81,40 @@ def test_a_local_store_does_not_reach_gcs(tmp_path):
     """Resolving through the configured store never builds a GCS client of its own."""
     with pytest.raises(StoreError, match="outside the configured store"):
         open_uri("gs://elsewhere/a.png", open_store(f"file://{tmp_path}"))
+
+
+# A write killed between writing its temporary file and renaming it into place (os.replace is
+# where put_bytes renames): the process dies exactly there, as a SIGKILL would leave it.
+_KILLED_WRITE = """
+import os, signal, sys
+from sleeve.store import open_store
+store = open_store(sys.argv[1])
+os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+store.put_bytes("users/u1/photos/face.png", b"face pixels")
+"""
+
+
+def test_a_killed_write_leaves_nothing_that_delete_prefix_misses(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    store = open_store(f"file://{tmp_path}")
+    store.put_bytes("users/u1/photos/a.png", b"a")
+    store.put_bytes("users/u2/photos/b.png", b"b")
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITE, store.url], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    leftover = [p for p in (tmp_path / "users" / "u1" / "photos").iterdir() if p.name.startswith(".")]
+    assert [p.read_bytes() for p in leftover] == [b"face pixels"]
+    assert store.list("users/u1/") == ["users/u1/photos/a.png"]  # list stays clean
+
+    assert store.delete_prefix("users/u1/") == 2  # the object and the killed write's temp file
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and "u1" in p.parts] == []
+    assert store.list() == ["users/u2/photos/b.png"]  # other users untouched
+
+
+@pytest.mark.parametrize("key", [".hidden", "users/u1/.face.png.x.tmp", "a/.b/c"])
+def test_keys_never_look_like_temporary_files(tmp_path, key):
+    """A key segment starting with '.' would be hidden from list() like a temp file."""
+    with pytest.raises(StoreError):
+        open_store(f"file://{tmp_path}").put_bytes(key, b"x")

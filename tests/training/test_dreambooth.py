@@ -5,6 +5,7 @@ record) on the tiny SDXL, with the GPU jobs run in-process."""
 import importlib
 import json
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -109,7 +110,13 @@ def test_class_images_are_cached_per_base_model_noun_and_count(warehouse, store,
     assert ClassImages("m", "dog", 0, 64).cached(store) == {"uris": [], "cache_hit": False}
     assert ClassImages("m", "dog", 2, 64).key != ClassImages("m", "dog", 3, 64).key
     assert ClassImages("m", "dog", 2, 64).key != ClassImages("m", "cat", 2, 64).key
-    assert ClassImages("m", "dog", 2, 64).key == ClassImages("m", "dog", 2, 64, steps=30).key
+    # How the images are rendered is part of the cache key, and of the generator's request ids
+    # (its per-image resume records are keyed by them): changing either renders new images.
+    base = ClassImages("m", "dog", 2, 64, steps=4, guidance=5.0)
+    for other in (replace(base, steps=30), replace(base, guidance=7.5)):
+        assert other.key != base.key and other.prefix != base.prefix
+        assert {r["request_id"] for r in other.requests()}.isdisjoint(r["request_id"] for r in base.requests())
+    assert replace(base, steps=30).defaults == {"width": 64, "height": 64, "steps": 30, "guidance_scale": 5.0}
     assert len(ClassImages("m", "dog", 40, 64).requests()) == 3  # at most 16 images per request
 
 
@@ -178,3 +185,49 @@ def test_a_failing_step_is_recorded_on_the_request_and_re_raised(warehouse, stor
     assert not is_finished(failed)  # its photos are fine: a later run tries again
     with pytest.raises(RequestError, match="no trained adapter"):
         cover_requests(warehouse, row["request_id"], "dreambooth-x")
+
+
+def test_class_images_take_their_rendering_from_the_params(tiny_model):
+    from training.dreambooth import class_images_for
+
+    params = {"num_class_images": 3, "resolution": 64, "class_image_steps": 28, "class_image_guidance": 6.5}
+    priors = class_images_for(params, str(tiny_model), "dog")
+    assert (priors.count, priors.resolution, priors.steps, priors.guidance) == (3, 64, 28, 6.5)
+    assert class_images_for({**params, "class_image_steps": 30}, str(tiny_model), "dog").key != priors.key
+
+
+def test_photo_uris_outside_the_users_uploads_are_rejected_before_anything_is_read(warehouse, store, tmp_path,
+                                                                                 monkeypatch):
+    from sleeve.store.local import LocalStore
+
+    own = []
+    for i, data in enumerate(synthetic_photos(3, seed=31)):
+        store.put_bytes(f"users/user-p/uploads/{i}.jpg", data)
+        own.append(store.uri(f"users/user-p/uploads/{i}.jpg"))
+    store.put_bytes("users/other/uploads/0.jpg", synthetic_photos(1, seed=32)[0])
+    outside = tmp_path / "outside.jpg"  # a readable photo on the worker, outside the store
+    outside.write_bytes(synthetic_photos(1, seed=33)[0])
+    reads = []
+    real_get = LocalStore.get_bytes
+    monkeypatch.setattr(LocalStore, "get_bytes", lambda self, key: reads.append(key) or real_get(self, key))
+
+    bad = [
+        "file:///etc/passwd",
+        f"file://{outside}",
+        store.uri("users/other/uploads/0.jpg"),  # another user's upload
+        store.url + "/users/user-p/uploads/../../other/uploads/0.jpg",
+        store.url + "/users/user-p/uploads/%2e%2e/%2e%2e/other/uploads/0.jpg",
+        store.url + "/users/user-p/uploads//0.jpg",
+        store.url + "-evil/users/user-p/uploads/0.jpg",  # a sibling directory of the store
+        store.uri("users/user-p/photos/0.png"),  # the user's prefix, but not an upload
+        "gs://other-bucket/users/user-p/uploads/0.jpg",
+        "users/user-p/uploads/0.jpg",
+    ]
+    for uri in bad:
+        with pytest.raises(RequestError, match=r"photo 2 is not an upload of this user.*users/user-p/uploads/"):
+            submit_request(warehouse, store, "user-p", [own[0], uri, own[1], own[2]])
+    assert reads == [] and warehouse.count("personalization_requests") == 0
+    assert len(store.list("users/user-p/uploads/")) == 3  # nothing read, nothing deleted
+
+    row = submit_request(warehouse, store, "user-p", own)  # the user's own uploads go through
+    assert row["status"] == "pending" and len(reads) == 3

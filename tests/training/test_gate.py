@@ -72,7 +72,12 @@ def test_too_few_held_out_images_keep_the_champion_and_say_so():
     assert verdict["decision"] == "keep"
     assert verdict["reasons"][0] == ("only 5 held-out image(s) (3 generated, 2 covers), fewer than min_val_images=16: "
                                      "too few to resolve a difference, champion kept")
+    # what was measured is shown, and marked as not used
+    assert verdict["reasons"][1].startswith("val loss \u221250.0 % [\u221250.0 %, \u221250.0 %] 95 % paired bootstrap "
+                                            "over 5 held-out images (3 generated, 2 covers): for information only")
+    assert verdict["evidence"]["val"]["n"] == 5
     assert decide(result(champ, champ * 0.5), GateRules(min_val_images=5))["decision"] == "promote"
+    assert len(decide(result(champ[:1], champ[:1] * 0.5))["reasons"]) == 2  # one image: no interval, only the rule
     no_pairs = {**result(champ, champ), "paired": {}}  # an evaluation without per-image losses
     assert decide(no_pairs)["decision"] == "keep"
     assert decide(no_pairs)["reasons"][0].startswith("no paired per-image losses on held-out images")

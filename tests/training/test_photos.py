@@ -96,7 +96,12 @@ def test_photos_are_stored_under_the_user_prefix(store):
     assert all(uri.startswith(store.url + "/users/user-42/photos/") for uri in uris)
     assert store_photos(store, "user-42", photos) == uris  # content-addressed: idempotent
     assert len(store.list(user_prefix("user-42"))) == 3
-    assert read_uploads(store, uris) == [p.png for p in photos]
-    assert read_uploads(store, [store.uri("users/user-42/photos/missing.png")]) == [None]
+    for i, photo in enumerate(photos):
+        store.put_bytes(f"users/user-42/uploads/{i}.png", photo.png)
+    uploads = [store.uri(f"users/user-42/uploads/{i}.png") for i in range(3)]
+    assert read_uploads(store, "user-42", uploads) == [p.png for p in photos]
+    assert read_uploads(store, "user-42", [store.uri("users/user-42/uploads/missing.png")]) == [None]
+    with pytest.raises(PhotoError, match="photo 1 is not an upload of this user"):
+        read_uploads(store, "user-42", uris[:1])  # normalised photos are not uploads
     with pytest.raises(ValueError, match="never an email"):
         user_prefix("alice@example.com")

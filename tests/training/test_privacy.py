@@ -87,3 +87,14 @@ def test_forget_cli_is_safe_to_rerun(sleeve_env, warehouse, store):
     bad = subprocess.run([sys.executable, "-m", "training.privacy", "forget", "bob@example.com"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "never an email" in bad.stderr
+
+
+def test_an_unknown_user_is_an_error_and_nothing_is_audited(sleeve_env, warehouse, store):
+    _seed(warehouse, store, "user-d", "ddd")
+    out = subprocess.run([sys.executable, "-m", "training.privacy", "forget", "user-nobody"],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == [
+        "error: no user 'user-nobody' in the warehouse or the store (and none forgotten before): nothing deleted, "
+        "nothing audited; check the id (users.user_id)"]
+    assert warehouse.count("deletion_audit") == 0 and len(store.list("users/user-d/")) == 4
