@@ -234,11 +234,14 @@ def model(warehouse: Warehouse, start: datetime, end: datetime, store=None) -> d
 
 def canary(warehouse: Warehouse, start: datetime, end: datetime) -> dict:
     """The users' verdict on the canary given for this week's ratings (both arms' means, the
-    interval, the decision), and the canary serving now, if any."""
+    interval, the decision), and the canary serving at the week's end (started by this week's
+    retraining, decided later), if any."""
     rows = warehouse.query("SELECT * FROM canary_decisions WHERE interval_start >= @start AND interval_start < @end"
                            " ORDER BY decided_at, version", {"start": start, "end": end})
+    # by dates, not the alias, so a later week's verdict does not change this week's report
     serving = warehouse.query("SELECT version, canary_of, canary_started_at FROM model_versions"
-                              " WHERE alias = 'canary' ORDER BY version")
+                              " WHERE canary_started_at IS NOT NULL AND canary_started_at <= @end"
+                              " AND (decided_at IS NULL OR decided_at > @end) ORDER BY version", {"end": end})
     return {
         "decisions": [{"version": r["version"], "production_version": r["production_version"],
                        "decision": r["decision"], "reason": r["reason"], "evidence": _stats(r["evidence"])}

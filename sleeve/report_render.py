@@ -192,7 +192,11 @@ def decision(report: dict, esc: Escape = str) -> str:
                 "report for this week to see its decision.")
     change = _val_loss_change(run)
     delta = f"validation loss {_signed(change, 1, ' %')} vs {current}" if change is not None else ""
-    if run["decision"] == "promote":
+    if run["decision"] == "promote" and run["metrics"].get("canary"):
+        text = (f"{esc(run['model_version'])} passed the gate" + (f" ({delta})" if delta else "")
+                + f" and became the canary: it serves a share of next week's requests, and their ratings "
+                  f"decide whether it replaces {current}.")
+    elif run["decision"] == "promote":
         text = (f"Promoted {esc(run['model_version'])} to production: the new model passed the gate"
                 + (f" ({delta})." if delta else "."))
     else:

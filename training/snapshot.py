@@ -32,8 +32,8 @@ in two or more groups, at least one group is held out and at least one is traine
 
 The snapshot also carries a *reference* set, evidence that does not come from this week's
 reviews: the held-out items of the last ``reference_weeks`` earlier snapshots whose challenger
-was promoted (their data passed the gate; a kept week may be the one with bad data), minus any
-image or group in this snapshot. The gate requires the challenger not to be worse on it.
+passed the gate (a kept week may be the one with bad data) and was not retired as a canary (its
+users said no: that week's data may be the bad one), minus any image or group in this snapshot. The gate requires the challenger not to be worse on it.
 
 The manifest is written once at ``training/snapshots/<content hash>.json`` (the same selection
 always gives the same URI) and carries counts, including held-out counts per source. Fewer
@@ -129,6 +129,8 @@ REFERENCE_SQL = """
 SELECT interval_start, manifest_uri FROM training_runs
 WHERE kind = 'style' AND status = 'trained' AND decision = 'promote' AND manifest_uri IS NOT NULL
   AND interval_start < @start
+  AND NOT EXISTS (SELECT 1 FROM model_versions AS v WHERE v.version = training_runs.model_version
+                  AND v.alias = 'retired')
 ORDER BY interval_start DESC
 LIMIT @weeks
 """

@@ -124,10 +124,11 @@ def eval_config(plan: dict, params: dict, trained: dict, *, home: Path, champion
 
 def conclude(warehouse: Warehouse, *, run_id: str, start: datetime, end: datetime, version: str, base_model: str,
              manifest_uri: str, train_result: dict, eval_result: dict, rules: GateRules | None = None,
-             counts: dict | None = None, now: datetime | None = None, canary: bool = False) -> dict:
+             counts: dict | None = None, now: datetime | None = None, canary: bool = True) -> dict:
     """Gate, register, promote or reject, and close the run row as ``trained``. ``counts`` are
-    the snapshot's (kept in the run's metrics beside the gate's evidence). With ``canary`` a
-    challenger that passes the gate becomes the canary (the users' ratings promote it later)."""
+    the snapshot's (kept in the run's metrics beside the gate's evidence). With ``canary`` (the
+    default) a challenger that passes the gate becomes the canary and the users' ratings of the
+    next week promote or retire it; without, it goes straight to production."""
     now = now or datetime.now(UTC)
     verdict = decide(eval_result, rules)
     sources = (eval_result.get("paired") or {}).get("val", {}).get("sources") or []
@@ -140,7 +141,8 @@ def conclude(warehouse: Warehouse, *, run_id: str, start: datetime, end: datetim
                "gate": {"evidence": verdict["evidence"], "rules": verdict["rules"]},
                "snapshot": counts or {}, "train_examples": train_result.get("examples"),
                "objective": train_result.get("objective", "sft"), "train_pairs": train_result.get("pairs", 0),
-               "contact_sheet_uri": eval_result.get("contact_sheet_uri")}
+               "contact_sheet_uri": eval_result.get("contact_sheet_uri"),
+               "canary": bool(canary and verdict["decision"] == "promote")}
     registry.register(warehouse, version=version, kind="style", base_model=base_model,
                       adapter_uri=train_result["adapter_uri"], manifest_uri=manifest_uri, metrics=metrics,
                       training_run_id=run_id, now=now)
@@ -165,4 +167,4 @@ def conclude_plan(warehouse: Warehouse, plan: dict, train_result: dict, eval_res
                     end=datetime.fromisoformat(plan["end"]), version=plan["version"], base_model=plan["base_model"],
                     manifest_uri=plan["manifest_uri"], train_result=train_result, eval_result=eval_result,
                     rules=GateRules.from_params(params or {}), counts=plan.get("counts"), now=now,
-                    canary=bool((params or {}).get("canary", False)))
+                    canary=bool((params or {}).get("canary", True)))

@@ -137,7 +137,7 @@ def test_settle_moves_the_registry_and_a_rerun_changes_nothing(warehouse, lift, 
 
     text = to_markdown(build_report(warehouse, WEEK_START, WEEK_END))
     e = verdict["evidence"]
-    assert (f"Canary cand vs prod: canary {e['canary_mean']:.2f} ★ (12 requests) vs production "
+    assert (f"canary cand vs prod: canary {e['canary_mean']:.2f} ★ (12 requests) vs production "
             f"{e['production_mean']:.2f} ★ (24 requests), {e['diff']:+.2f} [{e['low']:+.2f}, {e['high']:+.2f}] "
             f"95% interval → {decision}") in text
 
@@ -154,3 +154,49 @@ def test_a_new_canary_retires_the_one_still_running(warehouse):
     old = registry.get_version(warehouse, "c1")
     assert old["alias"] == "retired" and old["decision_reason"] == "superseded by canary c2"
     assert registry.get_version(warehouse, "c2")["canary_of"] == "prod"
+
+
+def test_the_report_names_the_canary_serving_at_the_weeks_end_also_after_its_verdict(warehouse):
+    """A re-made report for a week says the same: which canary served is read by dates, not from
+    the alias that the next week's verdict moves."""
+    from sleeve import registry
+    from sleeve.report import build_report
+    from sleeve.report_render import to_markdown
+
+    _register(warehouse, "prod")
+    registry.promote(warehouse, "prod", WEEK_START - timedelta(days=7))
+    _register(warehouse, "cand")
+    registry.start_canary(warehouse, "cand", WEEK_END)  # this week's retraining, at the week's end
+    _serve(warehouse, "prod", [3, 4], "p", WEEK_START + timedelta(days=2))  # a week with activity
+    _serve(warehouse, "prod", [3, 4], "q", WEEK_START - timedelta(days=5))
+    before = to_markdown(build_report(warehouse, WEEK_START, WEEK_END))
+    assert "canary serving: cand (against prod, since " + WEEK_END.isoformat()[:10] + ")" in before
+    registry.retire(warehouse, "cand", "not better", WEEK_END + timedelta(days=7))  # next week's verdict
+    assert to_markdown(build_report(warehouse, WEEK_START, WEEK_END)) == before
+    # the week before the canary started shows none
+    earlier = to_markdown(build_report(warehouse, WEEK_START - timedelta(days=7), WEEK_START))
+    assert "canary serving" not in earlier
+
+
+def test_a_retired_canarys_week_gives_no_reference_images(warehouse):
+    """The users said no to that week's model, so its data may be the bad data: later gates do not
+    take its held-out images as evidence. A week whose canary was promoted still counts."""
+    from sleeve import registry
+    from training.snapshot import earlier_snapshots
+    from training.weekly import record_run
+
+    _register(warehouse, "prod")
+    registry.promote(warehouse, "prod", WEEK_START - timedelta(days=7))
+    for n, version in enumerate(("good", "bad")):
+        start = WEEK_START + timedelta(days=7 * n)
+        _register(warehouse, version)
+        record_run(warehouse, f"run-{version}", start, start + timedelta(days=7), status="trained", kind="style",
+                   decision="promote", model_version=version, manifest_uri=f"file:///snap/{version}.json")
+    registry.start_canary(warehouse, "good", WEEK_END)
+    registry.promote(warehouse, "good", WEEK_END + timedelta(days=7), reason="users liked it")
+    registry.start_canary(warehouse, "bad", WEEK_END + timedelta(days=7))
+    later = WEEK_START + timedelta(days=28)
+    assert [r["manifest_uri"] for r in earlier_snapshots(warehouse, later, 4)] == \
+        ["file:///snap/bad.json", "file:///snap/good.json"]  # undecided: still the gate's word
+    registry.retire(warehouse, "bad", "users rated it lower", WEEK_END + timedelta(days=14))
+    assert [r["manifest_uri"] for r in earlier_snapshots(warehouse, later, 4)] == ["file:///snap/good.json"]
