@@ -36,7 +36,8 @@
   metrics (with the evidence and per-source counts), decision, reasons and GPU seconds.
   `python -m sleeve.registry rollback` undoes a promotion.
 - **canary** (default on): a challenger that passes the gate becomes the `canary`;
-  `batch_generate` serves it `SLEEVE_CANARY_SHARE` of next week's requests. This DAG's first
+  `batch_generate` serves it `SLEEVE_CANARY_SHARE` of next week's requests (0: no canary, the
+  challenger is promoted directly). This DAG's first
   step, `assess_canary`, compares that week's per-request mean ratings of canary and production
   (Welch interval at `canary_confidence`, at least `canary_min_requests` per arm, lower end above
   `canary_min_lift`); `settle_canary` promotes or retires it with the reason.

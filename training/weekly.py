@@ -160,11 +160,23 @@ def conclude(warehouse: Warehouse, *, run_id: str, start: datetime, end: datetim
             "alias": row["alias"], "adapter_uri": row["adapter_uri"]}
 
 
+def uses_canary(params: dict | None, canary_share: float) -> bool:
+    """Whether a challenger that passes the gate goes through the canary: the ``canary`` Param
+    (default on), unless no request would be served by it (``SLEEVE_CANARY_SHARE=0``): a canary
+    without covers could only be retired."""
+    return bool((params or {}).get("canary", True)) and canary_share > 0
+
+
 def conclude_plan(warehouse: Warehouse, plan: dict, train_result: dict, eval_result: dict, params: dict | None = None,
-                  now: datetime | None = None) -> dict:
-    """:func:`conclude` for the plan the snapshot step returned, with the gate rules among ``params``."""
+                  now: datetime | None = None, canary_share: float | None = None) -> dict:
+    """:func:`conclude` for the plan the snapshot step returned, with the gate rules among
+    ``params``; ``canary_share``: the deployment's (``SLEEVE_CANARY_SHARE``) when None."""
+    if canary_share is None:
+        from sleeve.settings import get_settings
+
+        canary_share = get_settings().canary_share
     return conclude(warehouse, run_id=plan["run_id"], start=datetime.fromisoformat(plan["start"]),
                     end=datetime.fromisoformat(plan["end"]), version=plan["version"], base_model=plan["base_model"],
                     manifest_uri=plan["manifest_uri"], train_result=train_result, eval_result=eval_result,
                     rules=GateRules.from_params(params or {}), counts=plan.get("counts"), now=now,
-                    canary=bool((params or {}).get("canary", True)))
+                    canary=uses_canary(params, canary_share))

@@ -200,3 +200,11 @@ def test_a_retired_canarys_week_gives_no_reference_images(warehouse):
         ["file:///snap/bad.json", "file:///snap/good.json"]  # undecided: still the gate's word
     registry.retire(warehouse, "bad", "users rated it lower", WEEK_END + timedelta(days=14))
     assert [r["manifest_uri"] for r in earlier_snapshots(warehouse, later, 4)] == ["file:///snap/good.json"]
+
+
+def test_the_canary_is_the_default_unless_turned_off_or_given_no_share():
+    from training.weekly import uses_canary
+
+    assert uses_canary({}, 0.2) and uses_canary({"canary": True}, 0.2) and uses_canary(None, 0.01)
+    assert not uses_canary({"canary": False}, 0.2)
+    assert not uses_canary({"canary": True}, 0.0)  # a canary no request reaches could only be retired
