@@ -95,6 +95,9 @@ def airflow(tmp_path_factory):
             except requests.RequestException:  # not up yet, or too busy to answer
                 return False
         _wait("weekly_retrain parsed and served", dag_known, 300)
+        # GPU tasks take a slot of pool `gpu` (`make setup` creates it): without it they never run
+        r = requests.post(f"{api}/pools", json={"name": "gpu", "slots": 1}, timeout=30)
+        assert r.status_code in (200, 201), r.text
         # Only weekly_retrain runs. Unpausing it schedules its latest interval once (catchup is
         # off); let that run finish (no canary yet: it changes nothing) before the weeks under test.
         assert requests.patch(f"{api}/dags/{DAG}", json={"is_paused": False}, timeout=30).status_code == 200
