@@ -131,12 +131,15 @@ from sleeve_airflow.gpu import GPU_TASK
 def weekly_retrain():
     @task(multiple_outputs=False)
     def assess_canary(**context) -> dict:
-        """The users' verdict on last week's canary from this interval's ratings ({}: no canary)."""
+        """The users' verdict on last week's canary from this interval's ratings ({}: no canary).
+        The run's first task: it checks the settings the whole run needs."""
         from sleeve_airflow.context import interval
         from sleeve_airflow.hooks import WarehouseHook
+        from sleeve_airflow.preflight import preflight
 
         from training.canary import CanaryRules, approval_text, assess
 
+        preflight("warehouse", "store", "gpu", "base_model")
         start, end = interval(context, "interval_start", "interval_end")
         warehouse = WarehouseHook().warehouse
         verdict = assess(warehouse, start, end, CanaryRules.from_params(context["params"]))
@@ -177,12 +180,10 @@ def weekly_retrain():
         """Freeze the interval's training data; the returned plan tells the next tasks whether to go."""
         from sleeve_airflow.context import interval
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
-        from sleeve_airflow.preflight import preflight
 
         from sleeve.settings import get_settings
         from training.weekly import take_snapshot
 
-        preflight("warehouse", "store", "gpu", "base_model")
         params = context["params"]
         start, end = interval(context, "interval_start", "interval_end")
         return take_snapshot(WarehouseHook().warehouse, ObjectStoreHook().store, start, end, params,
