@@ -33,7 +33,7 @@ import traceback
 
 from sleeve.settings import get_settings
 
-PARTS = ["dag_imports", "crawl", "generate", "train", "snapshot", "product", "demo", "service"]  # modules of this package
+PARTS = ["dag_imports", "crawl", "generate", "jobs", "train", "snapshot", "product", "demo", "service"]  # modules of this package
 # The keys a complete run must report, whoever's part produces them.
 REQUIRED = ("generation_speedup_vs_stock_batched", "generation_padding_waste", "train_speedup_vs_reference",
             "epoch2_speedup_from_cache", "crawl_ceiling_fraction", "snapshot_seconds_100k")

@@ -78,6 +78,7 @@ class Settings:
     gpu_slots: int = 1
     torch_threads: int = 1
     gpu_image: str = ""  # container image for GPU pods (SLEEVE_GPU_EXECUTOR=kubernetes)
+    gpu_job_server: str = ""  # unix socket of a warm job server (python -m sleeve.jobserver); empty: fresh processes
     k8s_namespace: str = "default"
     gen_size: int = 64  # generated image side in px (tiny model); SDXL: SLEEVE_GEN_SIZE=1024
     gen_steps: int = 4  # sampling steps per image; SDXL: SLEEVE_GEN_STEPS=30
@@ -284,6 +285,12 @@ def load_settings(env: dict | None = None, *, gpu_job: bool = False) -> Settings
             "ghcr.io/acme/sleeve-gpu:1.0); set it or unset SLEEVE_GPU_EXECUTOR to run GPU jobs locally"
         )
 
+    gpu_job_server = _text(env, "SLEEVE_GPU_JOB_SERVER", Settings.gpu_job_server)
+    if gpu_job_server and (gpu_executor == "kubernetes" or not Path(gpu_job_server).is_absolute()):
+        raise SettingsError(
+            f"SLEEVE_GPU_JOB_SERVER={gpu_job_server!r} must be the absolute path of the job server's socket on "
+            "this machine, and pods (SLEEVE_GPU_EXECUTOR=kubernetes) start fresh: unset one of them")
+
     settings = Settings(
         home=home,
         warehouse=warehouse,
@@ -301,6 +308,7 @@ def load_settings(env: dict | None = None, *, gpu_job: bool = False) -> Settings
         gpu_slots=_positive_int(env, "SLEEVE_GPU_SLOTS", Settings.gpu_slots),
         torch_threads=_positive_int(env, "SLEEVE_TORCH_THREADS", Settings.torch_threads),
         gpu_image=gpu_image,
+        gpu_job_server=gpu_job_server,
         k8s_namespace=_text(env, "SLEEVE_K8S_NAMESPACE", Settings.k8s_namespace),
         gen_size=_positive_int(env, "SLEEVE_GEN_SIZE", Settings.gen_size),
         gen_steps=_positive_int(env, "SLEEVE_GEN_STEPS", Settings.gen_steps),

@@ -154,11 +154,32 @@ def main(argv: list[str] | None = None) -> int:
           f"(SLEEVE_HOME={settings.home}, logs: {log_path})")
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    with open(log_path, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    with (open(log_path, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log),
+          warm_job_server(settings)):
         _weekly_cycle(warehouse, settings, week_start, week_end, timings, log_path)
     total = time.perf_counter() - started
     _print_summary(warehouse, settings, week_start, total, timings)
     return 0
+
+
+@contextlib.contextmanager
+def warm_job_server(settings):
+    """The GPU jobs of the block run on a warm job server (:mod:`sleeve.jobserver`) started for
+    it, unless one is configured already or jobs run in pods."""
+    if settings.gpu_job_server or settings.gpu_executor == "kubernetes":
+        yield settings.gpu_job_server
+        return
+    from sleeve.jobserver import running_server
+    from sleeve.settings import get_settings
+
+    with running_server(settings.home / "run" / "jobs.sock") as sock:
+        os.environ["SLEEVE_GPU_JOB_SERVER"] = sock
+        get_settings.cache_clear()
+        try:
+            yield sock
+        finally:
+            os.environ.pop("SLEEVE_GPU_JOB_SERVER", None)
+            get_settings.cache_clear()
 
 
 def _weekly_cycle(warehouse, settings, week_start, week_end, timings: dict, log_path: Path) -> None:

@@ -7,7 +7,8 @@ all DAGs. The routing is fixed, not read from settings: DAG files build tasks at
 read no settings there. Local executors ignore the queue; under CeleryExecutor only the GPU
 worker consumes it.
 
-- ``local`` (default): ``python -m <module> ...`` as a subprocess of the task.
+- ``local`` (default): ``python -m <module> ...`` as a subprocess of the task, or, with
+  ``SLEEVE_GPU_JOB_SERVER`` set, forked by the warm job server (:mod:`sleeve.jobserver`).
 - ``celery``: the same subprocess, on the Celery worker that serves queue ``gpu`` (the GPU box).
 - ``kubernetes``: the task launches a pod from ``SLEEVE_GPU_IMAGE`` requesting
   ``nvidia.com/gpu`` through the cncf.kubernetes provider's KubernetesPodOperator (the provider
@@ -33,9 +34,11 @@ import os
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Iterator
 from datetime import timedelta
 
 from sleeve.jobs import NOT_READY_EXIT, read_result
+from sleeve.jobserver import submit
 from sleeve.preflight import NotReady
 from sleeve.settings import get_settings
 
@@ -79,22 +82,35 @@ def run_gpu_job(module: str, *, manifest_uri: str, config: dict, output_uri: str
 
 
 def _run_subprocess(cmd: list[str], name: str) -> None:
-    """Stream the job's output into the task log line by line; fail with its last lines."""
-    log.info("GPU job %s starting", name)
+    """Stream the job's output into the task log line by line; fail with its last lines. With
+    ``SLEEVE_GPU_JOB_SERVER`` set, the warm job server (:mod:`sleeve.jobserver`) runs the same
+    command line in a process it forks, without paying the library imports."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    server = get_settings().gpu_job_server
+    log.info("GPU job %s starting%s", name, f" on the job server {server}" if server else "")
+    output = submit(server, cmd[2:], env=env, cwd=os.getcwd()) if server else _popen(cmd, env)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                          env=env) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            tail.append(line)
-            log.info("[%s] %s", name, line)
-        code = proc.wait()
+    code = None
+    for item in output:
+        if isinstance(item, int):
+            code = item
+            break
+        tail.append(item)
+        log.info("[%s] %s", name, item)
     if code == NOT_READY_EXIT and tail:
         raise NotReady(f"GPU job {name}: {tail[-1]}")
     if code != 0:
         raise GpuJobError(f"GPU job {name} exited with code {code}; last lines:\n" + "\n".join(tail))
+
+
+def _popen(cmd: list[str], env: dict) -> Iterator[str | int]:
+    """The job as a fresh subprocess: its output lines, then its exit code."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                          env=env) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            yield line.rstrip("\n")
+        yield proc.wait()
 
 
 def gpu_pod_spec(module: str, *, manifest_uri: str, config: dict, output_uri: str, image: str,

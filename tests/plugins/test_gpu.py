@@ -1,4 +1,5 @@
-"""The GPU-job launcher runs a real job subprocess, streams its lines and returns result.json."""
+"""The GPU-job launcher runs a real job (a fresh subprocess, or forked by the warm job server),
+streams its lines and returns result.json."""
 
 import json
 import logging
@@ -11,6 +12,10 @@ import sys
 from sleeve.jobs import output_location, run_job
 
 def main(manifest, config, output_uri):
+    import torch  # preloaded by the job server: computing after the fork must work
+
+    torch.set_num_threads(1)
+    print("torch", float((torch.ones(8, 8) @ torch.ones(8, 8)).sum()), flush=True)
     for i in range(3):
         print(f"step {i}", flush=True)
     if config.get("fail"):
@@ -25,8 +30,18 @@ if __name__ == "__main__":
 '''
 
 
-@pytest.fixture
-def echo_job(tmp_path, monkeypatch, store):
+@pytest.fixture(scope="module")
+def job_server(tmp_path_factory):
+    from sleeve.jobserver import running_server
+
+    with running_server(tmp_path_factory.mktemp("jobserver") / "jobs.sock", preload=("torch",)) as sock:
+        yield sock
+
+
+@pytest.fixture(params=["subprocess", "job server"])
+def echo_job(request, tmp_path, monkeypatch, store):
+    if request.param == "job server":
+        monkeypatch.setenv("SLEEVE_GPU_JOB_SERVER", request.getfixturevalue("job_server"))
     (tmp_path / "echo_job_mod.py").write_text(JOB)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     from sleeve.store import write_json
@@ -46,6 +61,7 @@ def test_run_gpu_job_streams_and_returns_result(echo_job, store, caplog):
     assert json.loads(store.get_bytes("jobs/out/result.json"))["items"] == 5
     lines = [r.getMessage() for r in caplog.records]
     assert "[echo_job_mod] step 0" in lines and "[echo_job_mod] step 2" in lines
+    assert "[echo_job_mod] torch 512.0" in lines
 
 
 def test_failed_job_raises_with_its_last_lines(echo_job):
