@@ -14,6 +14,10 @@ one's model, cut shards) → **generate** (one mapped GPU job per shard: `infere
 * Backfill: trigger with `mode=backfill` and a date range and/or song ids, optionally a prompt
   version and a model version (default: production now), e.g. regenerate last month's covers
   with the new model. It inserts `backfill` requests (ids pin song, prompt, model) and renders them.
+* Canary: while a challenger that passed the offline gate is the `canary`, it serves
+  `canary_share` of the new requests (default `SLEEVE_CANARY_SHARE`, 20 %), chosen by a hash of
+  the request id (the same request always lands on the same side); its images carry its
+  version, and `weekly_retrain` compares their ratings with production's.
 * GPU: shards run on the GPU execution path (`SLEEVE_GPU_EXECUTOR`: subprocess, Celery queue and
   pool `gpu`, or a pod), at most as many at once as the `gpu` pool has slots. A shard loads the model once.
 * Exactly once: images are content-addressed and each has a record keyed by
@@ -58,6 +62,8 @@ from sleeve.settings import get_settings
         "max_requests": Param(10_000, type="integer", minimum=1, description="At most this many requests per run"),
         "shard_size": Param(16, type="integer", minimum=1, description="Requests per GPU job (one model load)"),
         "format": Param("png", enum=["png", "webp"], description="Stored image format"),
+        "canary_share": Param(None, type=["null", "number"], minimum=0, maximum=1,
+                              description="Share of new requests the canary model serves (null: SLEEVE_CANARY_SHARE)"),
     },
     tags=["sleeve", "generation", "gpu"],
     doc_md=__doc__,

@@ -1,6 +1,7 @@
 """
-### weekly_retrain: last week's liked images -> LoRA -> evaluation gate -> registry
+### weekly_retrain: canary verdict, then last week's liked images and pairs -> LoRA -> gate -> registry
 
+`assess_canary` → (`needs_approval` → `approve_promotion` → `approved`) → `settle_canary` →
 `snapshot` → `train` (GPU job) → `evaluate` (GPU job) → `conclude` → `publish` (**style model** Asset).
 
 - **Interval**: Mondays 03:00 UTC, the week that just ended; backfills address whole weeks. The
@@ -12,6 +13,9 @@
   request's) into train and held-out val (`val_fraction`); a *reference* set of the held-out
   images of the last `reference_weeks` promoted weeks; an immutable manifest in the store. Too
   few images: the run is recorded `skipped` with the reason.
+- **objective**: `sft` trains on the liked images; `dpo` runs Diffusion-DPO on the week's
+  preference pairs (two covers of one request whose ratings differ by at least `min_rating_gap`)
+  against a frozen reference, the production model (`beta` sets the pull); `sft+dpo` sums both.
 - **train / evaluate**: `training.train_job` / `training.evaluate_job` through the GPU launcher
   (`SLEEVE_GPU_EXECUTOR`: local subprocess, Celery queue `gpu`, or a Kubernetes GPU pod).
   Warm start from the production LoRA when `warm_start` is on and the base model matches: each
@@ -34,6 +38,16 @@
   `model_versions` and promoted atomically (or rejected); `training_runs` gets the status,
   metrics (with the evidence and per-source counts), decision, reasons and GPU seconds.
   `python -m sleeve.registry rollback` undoes a promotion.
+- **canary** (default on): a challenger that passes the gate becomes the `canary`;
+  `batch_generate` serves it `SLEEVE_CANARY_SHARE` of next week's requests (0: no canary, the
+  challenger is promoted directly). This DAG's first
+  step, `assess_canary`, compares that week's per-request mean ratings of canary and production
+  (Welch interval at `canary_confidence`, at least `canary_min_requests` per arm, lower end above
+  `canary_min_lift`); `settle_canary` promotes or retires it with the reason.
+- **require_approval**: a promotion the ratings support first waits in `approve_promotion`
+  (standard provider `ApprovalOperator`, deferred to the triggerer) showing the verdict, the
+  gate's reasons and the contact sheet; Reject or no answer in `approval_timeout_hours`
+  retires the canary.
 - **Idempotent**: a run already `trained`/`skipped` for the interval trains nothing again;
   a retried train task reuses a finished adapter and resumes from its checkpoints.
 - `dry_run`: build the snapshot only; nothing is recorded or trained.
@@ -42,6 +56,7 @@
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
+from sleeve_airflow.approval import PromotionApproval
 from sleeve_airflow.assets import STYLE_MODEL
 from sleeve_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, weekly_interval
 from sleeve_airflow.gpu import GPU_TASK
@@ -81,6 +96,13 @@ from sleeve_airflow.gpu import GPU_TASK
         "base_model": Param("", type="string", description="Base model path or hub id ('' = SLEEVE_BASE_MODEL)."),
         "warm_start": Param(True, type="boolean", description="Start from the production LoRA."),
         "rating_weighted": Param(False, type="boolean", description="Weight each image's loss by its rating."),
+        "objective": Param("sft", enum=["sft", "dpo", "sft+dpo"],
+                           description="sft: liked images; dpo: Diffusion-DPO on review pairs; sft+dpo: both."),
+        "beta": Param(5000.0, type="number", exclusiveMinimum=0,
+                      description="DPO: how far from the reference (production) model preferences may pull."),
+        "min_rating_gap": Param(1.0, type="number", exclusiveMinimum=0,
+                                description="DPO pairs: two covers of one request whose ratings differ this much."),
+        "min_pairs": Param(4, type="integer", minimum=1, description="dpo: fewer train pairs means skip."),
         "clip_model": Param("", type="string",
                             description="CLIP hub id or path for the eval CLIP score ('' = skip)."),
         "max_eval_images": Param(256, type="integer", minimum=1,
@@ -101,21 +123,77 @@ from sleeve_airflow.gpu import GPU_TASK
                                             description="Colour-statistics distance increase allowed."),
         "min_clip_score_delta": Param(-0.5, type="number",
                                       description="CLIP score change allowed (when clip_model is set)."),
+        "canary": Param(True, type="boolean",
+                        description="A challenger that passes the gate serves a share of requests first (canary)."),
+        "canary_confidence": Param(0.95, type="number", minimum=0.5, exclusiveMaximum=1,
+                                   description="Confidence of the canary-vs-production rating interval."),
+        "canary_min_requests": Param(20, type="integer", minimum=2,
+                                     description="Rated requests per arm the canary verdict needs (else retired)."),
+        "canary_min_lift": Param(0.0, type="number",
+                                 description="Stars the interval's lower end must exceed to promote the canary."),
+        "require_approval": Param(False, type="boolean",
+                                  description="A person approves each canary promotion (Airflow HITL)."),
+        "approval_timeout_hours": Param(48, type="number", exclusiveMinimum=0,
+                                        description="No answer for this long: the promotion is rejected."),
         "dry_run": Param(False, type="boolean", description="Build the snapshot only."),
     },
 )
 def weekly_retrain():
     @task(multiple_outputs=False)
+    def assess_canary(**context) -> dict:
+        """The users' verdict on last week's canary from this interval's ratings ({}: no canary).
+        The run's first task: it checks the settings the whole run needs."""
+        from sleeve_airflow.context import interval
+        from sleeve_airflow.hooks import WarehouseHook
+        from sleeve_airflow.preflight import preflight
+
+        from training.canary import CanaryRules, approval_text, assess
+
+        preflight("warehouse", "store", "gpu", "base_model")
+        start, end = interval(context, "interval_start", "interval_end")
+        warehouse = WarehouseHook().warehouse
+        verdict = assess(warehouse, start, end, CanaryRules.from_params(context["params"]))
+        return approval_text(warehouse, verdict) if verdict else {}
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def needs_approval(verdict: dict, **context) -> bool:
+        """Ask a person only for a promotion the ratings support, when require_approval is on."""
+        return bool(context["params"]["require_approval"] and verdict.get("decision") == "promote"
+                    and not verdict.get("applied"))
+
+    approve_promotion = PromotionApproval(
+        task_id="approve_promotion",
+        subject="Promote canary {{ ti.xcom_pull(task_ids='assess_canary')['version'] }} to production?",
+        body="{{ ti.xcom_pull(task_ids='assess_canary')['body'] }}",
+    )
+
+    @task(multiple_outputs=False)
+    def approved() -> bool:
+        """Runs only when the approval was given (a refusal skips it)."""
+        return True
+
+    @task(multiple_outputs=False, trigger_rule="none_failed")
+    def settle_canary(verdict: dict, **context) -> dict:
+        """Promote or retire the canary; a refused or timed-out approval retires it."""
+        if not verdict:
+            return {}
+        from sleeve_airflow.hooks import WarehouseHook
+
+        from training.canary import apply
+
+        ti = context["ti"]  # asked (needs_approval True) and `approved` ran: yes; asked and skipped: no
+        approval = bool(ti.xcom_pull(task_ids="approved")) if ti.xcom_pull(task_ids="needs_approval") else None
+        return apply(WarehouseHook().warehouse, verdict, context["dag_run"].run_after, approved=approval)
+
+    @task(multiple_outputs=False)
     def snapshot(**context) -> dict:
         """Freeze the interval's training data; the returned plan tells the next tasks whether to go."""
         from sleeve_airflow.context import interval
         from sleeve_airflow.hooks import ObjectStoreHook, WarehouseHook
-        from sleeve_airflow.preflight import preflight
 
         from sleeve.settings import get_settings
         from training.weekly import take_snapshot
 
-        preflight("warehouse", "store", "gpu", "base_model")
         params = context["params"]
         start, end = interval(context, "interval_start", "interval_end")
         return take_snapshot(WarehouseHook().warehouse, ObjectStoreHook().store, start, end, params,
@@ -138,10 +216,11 @@ def weekly_retrain():
         prefix = adapter_prefix(plan["version"])
         if store.exists(f"{prefix}/{RESULT_NAME}"):
             return read_result(store.uri(prefix), store)  # do not train twice
-        warm = production_adapter(warehouse, plan["base_model"]) if params["warm_start"] else None
+        production = production_adapter(warehouse, plan["base_model"])
         try:
             return run_gpu_job("training.train_job", manifest_uri=plan["manifest_uri"], output_uri=store.uri(prefix),
-                               config=train_config(plan, params, home=get_settings().home, warm_start=warm))
+                               config=train_config(plan, params, home=get_settings().home, reference=production,
+                                                   warm_start=production if params["warm_start"] else None))
         except Exception as exc:
             fail_run(warehouse, plan, "train", exc)
             raise
@@ -180,20 +259,32 @@ def weekly_retrain():
                              now=context["dag_run"].run_after)
 
     @task(multiple_outputs=False, outlets=[STYLE_MODEL])
-    def publish(outcome: dict, **context) -> dict:
-        """Emit the style-model Asset only when a new version went to production."""
+    def publish(outcome: dict, settled: dict, **context) -> dict:
+        """Emit the style-model Asset only when a version went to production: this run's
+        challenger (no canary) or last week's canary."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        if outcome.get("decision") != "promote":
+        if outcome.get("alias") != "production" and (settled or {}).get("decision") != "promote":
             raise AirflowSkipException(f"no new production model ({outcome.get('why') or outcome.get('reasons')})")
-        context["outlet_events"][STYLE_MODEL].extra = {"version": outcome["version"],
-                                                       "adapter_uri": outcome["adapter_uri"]}
-        return outcome
+        if outcome.get("alias") == "production":
+            new = outcome
+        else:
+            from sleeve_airflow.hooks import WarehouseHook
 
+            from sleeve.registry import get_version
+
+            new = get_version(WarehouseHook().warehouse, settled["version"])
+        context["outlet_events"][STYLE_MODEL].extra = {"version": new["version"], "adapter_uri": new["adapter_uri"]}
+        return new
+
+    verdict = assess_canary()
+    settled = settle_canary(verdict)
+    needs_approval(verdict) >> approve_promotion >> approved() >> settled
     plan = snapshot()
+    settled >> plan
     trained = train(plan)
     evaluated = evaluate(plan, trained)
-    publish(conclude(plan, trained, evaluated))
+    publish(conclude(plan, trained, evaluated), settled)
 
 
 weekly_retrain()

@@ -31,7 +31,7 @@ from inference.generator import (
 )
 from sleeve.ids import content_hash, stable_id
 from sleeve.jobs import RESULT_NAME
-from sleeve.registry import get_version, production_version
+from sleeve.registry import canary_version, get_version, production_version, serves_canary
 from sleeve.settings import Settings
 from sleeve.stages import record_stage
 from sleeve.store import ObjectStore, read_json, write_json
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 DAG_ID, STAGE = "batch_generate", "generate"
 DEFAULT_KINDS = ("user", "demo", "backfill")  # personalize requests are rendered by their own DAG
+CANARY_KINDS = ("user", "demo")  # users' own requests; a backfill names its model
 BASE_VERSION = "base"
 
 _SELECT = """
@@ -174,20 +175,27 @@ def manifest_request(row: dict, defaults: dict) -> dict:
 
 def plan_shards(warehouse: Warehouse, store: ObjectStore, requests: list[dict], *, base_model: str,
                 defaults: dict, shard_size: int = 16, style_weight: float = 1.0, combine_style: bool = True,
-                prefix: str = "generate/") -> dict:
+                prefix: str = "generate/", canary_share: float = 0.0) -> dict:
     """Group requests by model and cut them into shards of ``shard_size`` requests; write each
     shard manifest content-addressed under ``prefix`` (same requests + model -> same manifest
-    and output URI). Requests that cannot be planned (missing prompt, unknown model) come back
+    and output URI). A request with no model version gets production, or the canary when one
+    is running and :func:`sleeve.registry.serves_canary` puts the request in its
+    ``canary_share``. Requests that cannot be planned (missing prompt, unknown model) come back
     in ``failed``."""
     failed, by_model, specs = [], {}, {}
     cache: dict = {}
+    canary = canary_version(warehouse, "style") if canary_share > 0 else None
     for row in requests:
         if not row.get("prompt_found"):
             failed.append(request_failure(row, f"prompt {row.get('prompt_id')!r} not found"))
             continue
+        version = row.get("model_version")
+        if version is None and canary and row.get("kind") in CANARY_KINDS \
+                and serves_canary(row["request_id"], canary_share):
+            version = canary["version"]
         try:
             request = manifest_request(row, defaults)
-            spec = resolve_model(warehouse, row.get("model_version"), base_model, style_weight=style_weight,
+            spec = resolve_model(warehouse, version, base_model, style_weight=style_weight,
                                  combine_style=combine_style, cache=cache)
         except (BadRequest, LookupError) as exc:
             failed.append(request_failure(row, str(exc)))
@@ -229,8 +237,10 @@ def plan_run(warehouse: Warehouse, store: ObjectStore, params: dict, *, start: d
     requests = select_requests(warehouse, start, end, kinds=params.get("kinds") or DEFAULT_KINDS,
                                request_ids=request_ids, limit=params["max_requests"])
     defaults = {"width": settings.gen_size, "height": settings.gen_size, "steps": settings.gen_steps}
+    share = params.get("canary_share")
     planned = plan_shards(warehouse, store, requests, base_model=settings.base_model, defaults=defaults,
-                          shard_size=params["shard_size"])
+                          shard_size=params["shard_size"],
+                          canary_share=settings.canary_share if share is None else float(share))
     write_json(store, plan_key(start, params), {
         "request_ids": [r["request_id"] for r in requests], "failed": planned["failed"],
         "shards": planned["shards"], "backfill": backfill})

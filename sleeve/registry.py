@@ -4,13 +4,20 @@
     get_version(warehouse, version) -> dict | None
     register(warehouse, version=..., kind=..., base_model=..., adapter_uri=..., ...) -> dict
     promote(warehouse, version) -> dict                           # moves the alias
+    start_canary(warehouse, version) -> dict                      # gate passed: serve a share first
+    canary_version(warehouse, kind="style") -> dict | None        # what that share loads
+    retire(warehouse, version, reason) -> dict                    # the users' verdict: no
     rollback(warehouse, kind="style") -> dict                     # previous production back
 
 Rows carry ``adapter_uri`` (the folder holding ``pytorch_lora_weights.safetensors``),
 ``manifest_uri`` (the data snapshot), ``metrics`` (decoded JSON), ``status`` and ``alias``
-(``production`` | ``candidate`` | ``archived`` | None). Each alias move is ONE UPDATE statement,
-so readers see the old production version or the new one, never none or two. A promotion
-records the version it replaced in ``previous_version``; ``rollback`` follows that link.
+(``production`` | ``canary`` | ``candidate`` | ``archived`` | ``retired`` | None). Each alias
+move is ONE UPDATE statement, so readers see the old production version or the new one, never
+none or two. A promotion records the version it replaced in ``previous_version``; ``rollback``
+follows that link. A challenger that passed the offline gate becomes the ``canary`` (at most one
+per kind, ``canary_of`` = the production version it is compared with); the users' ratings then
+promote it (``canary`` -> ``production``) or retire it (``canary`` -> ``retired``), with the reason
+in ``decision_reason``.
 
     python -m sleeve.registry show [--kind style|dreambooth]   # all kinds by default
     python -m sleeve.registry rollback [--kind style]
@@ -19,13 +26,15 @@ records the version it replaced in ``previous_version``; ``rollback`` follows th
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from datetime import UTC, datetime
 
 from sleeve.warehouse import Warehouse, open_warehouse
 
-ALIASES = ("production", "candidate", "archived")
+ALIASES = ("production", "canary", "candidate", "archived", "retired")
+SETTLED = ("production", "canary", "retired")  # a re-registration keeps these
 
 
 class RegistryError(RuntimeError):
@@ -64,8 +73,9 @@ def register(warehouse: Warehouse, *, version: str, kind: str, base_model: str, 
              now: datetime | None = None) -> dict:
     """Insert or refresh a version (idempotent on ``version``). A version already aliased
     production keeps its alias and status, so re-running a finished run changes nothing."""
-    if alias not in (*ALIASES, None) or alias == "production":
-        raise RegistryError(f"register() takes alias candidate/archived/None, not {alias!r}; use promote()")
+    if alias not in ("candidate", "archived", None):
+        raise RegistryError(f"register() takes alias candidate/archived/None, not {alias!r}; "
+                            "use promote() or start_canary()")
     now = now or datetime.now(UTC)
     existing = get_version(warehouse, version)
     row = {
@@ -74,13 +84,66 @@ def register(warehouse: Warehouse, *, version: str, kind: str, base_model: str, 
         "status": "registered", "alias": alias, "user_id": user_id, "training_run_id": training_run_id,
         "created_at": existing["created_at"] if existing else now, "updated_at": now,
     }
-    if existing and existing["alias"] == "production":
-        row.update(status=existing["status"], alias="production")
+    if existing and existing["alias"] in SETTLED:
+        row.update(status=existing["status"], alias=existing["alias"])
     warehouse.upsert("model_versions", [row])
     return get_version(warehouse, version)
 
 
-def promote(warehouse: Warehouse, version: str, now: datetime | None = None) -> dict:
+def serves_canary(request_id: str, share: float) -> bool:
+    """Whether a request goes to the canary: a pure function of its id (a re-run or a retry
+    assigns it the same way), taking ``share`` of all requests."""
+    position = int(hashlib.sha256(f"canary:{request_id}".encode()).hexdigest()[:15], 16) / 16**15
+    return position < share
+
+
+def canary_version(warehouse: Warehouse, kind: str = "style") -> dict | None:
+    rows = warehouse.query("SELECT * FROM model_versions WHERE kind = @kind AND alias = 'canary'", {"kind": kind})
+    if len(rows) > 1:
+        raise RegistryError(f"{len(rows)} {kind} versions are aliased canary; run `python -m sleeve.registry show`")
+    return _decode(rows[0]) if rows else None
+
+
+def start_canary(warehouse: Warehouse, version: str, now: datetime | None = None) -> dict:
+    """Make ``version`` the canary against today's production; an earlier canary still
+    running is retired (superseded), in the same statement."""
+    target = get_version(warehouse, version)
+    if target is None:
+        raise RegistryError(f"unknown model version {version!r}")
+    if target["alias"] in SETTLED:
+        return target
+    current = production_version(warehouse, target["kind"])
+    warehouse.execute(
+        """
+        UPDATE model_versions SET
+          alias = CASE WHEN version = @version THEN 'canary' ELSE 'retired' END,
+          status = CASE WHEN version = @version THEN 'canary' ELSE 'retired' END,
+          canary_of = CASE WHEN version = @version THEN @production ELSE canary_of END,
+          canary_started_at = CASE WHEN version = @version THEN @now ELSE canary_started_at END,
+          decided_at = CASE WHEN version = @version THEN decided_at ELSE @now END,
+          decision_reason = CASE WHEN version = @version THEN decision_reason ELSE @superseded END,
+          updated_at = @now
+        WHERE kind = @kind AND (version = @version OR alias = 'canary')
+        """,
+        {"version": version, "kind": target["kind"], "now": now or datetime.now(UTC),
+         "production": current["version"] if current else None, "superseded": f"superseded by canary {version}"},
+    )
+    return get_version(warehouse, version)
+
+
+def retire(warehouse: Warehouse, version: str, reason: str, now: datetime | None = None) -> dict:
+    """The users' ratings did not show the canary better: it stops serving, with the reason."""
+    target = get_version(warehouse, version)
+    if target is None or target["alias"] != "canary":
+        raise RegistryError(f"{version!r} is not the canary (alias {target and target['alias']!r}); nothing to retire")
+    warehouse.execute(
+        "UPDATE model_versions SET alias = 'retired', status = 'retired', decided_at = @now, decision_reason = @reason,"
+        " updated_at = @now WHERE version = @version",
+        {"version": version, "reason": reason, "now": now or datetime.now(UTC)})
+    return get_version(warehouse, version)
+
+
+def promote(warehouse: Warehouse, version: str, now: datetime | None = None, reason: str | None = None) -> dict:
     """Make ``version`` production and archive the one it replaces, in one statement."""
     target = get_version(warehouse, version)
     if target is None:
@@ -95,11 +158,13 @@ def promote(warehouse: Warehouse, version: str, now: datetime | None = None) -> 
           status = CASE WHEN version = @version THEN 'promoted' ELSE 'archived' END,
           previous_version = CASE WHEN version = @version THEN @previous ELSE previous_version END,
           promoted_at = CASE WHEN version = @version THEN @now ELSE promoted_at END,
+          decided_at = CASE WHEN version = @version THEN @now ELSE decided_at END,
+          decision_reason = CASE WHEN version = @version THEN @reason ELSE decision_reason END,
           updated_at = @now
         WHERE kind = @kind AND (version = @version OR alias = 'production')
         """,
         {"version": version, "kind": target["kind"], "now": now or datetime.now(UTC),
-         "previous": current["version"] if current else None},
+         "previous": current["version"] if current else None, "reason": reason},
     )
     return get_version(warehouse, version)
 

@@ -220,6 +220,7 @@ def model(warehouse: Warehouse, start: datetime, end: datetime, store=None) -> d
         {"start": start, "end": end},
     )
     return {
+        "canary": canary(warehouse, start, end),
         "runs": [{
             "run_id": r["run_id"], "kind": r["kind"] or "style", "status": r["status"], "reason": r["reason"],
             "metrics": _stats(r["metrics"]), "decision": r["decision"],
@@ -228,6 +229,25 @@ def model(warehouse: Warehouse, start: datetime, end: datetime, store=None) -> d
         } for r in runs],
         "production": production_during(warehouse, end),
         "rollbacks": [{"restored": r["previous_version"], "retired": r["version"]} for r in rolled_back],
+    }
+
+
+def canary(warehouse: Warehouse, start: datetime, end: datetime) -> dict:
+    """The users' verdict on the canary given for this week's ratings (both arms' means, the
+    interval, the decision), and the canary serving at the week's end (started by this week's
+    retraining, decided later), if any."""
+    rows = warehouse.query("SELECT * FROM canary_decisions WHERE interval_start >= @start AND interval_start < @end"
+                           " ORDER BY decided_at, version", {"start": start, "end": end})
+    # by dates, not the alias, so a later week's verdict does not change this week's report
+    serving = warehouse.query("SELECT version, canary_of, canary_started_at FROM model_versions"
+                              " WHERE canary_started_at IS NOT NULL AND canary_started_at <= @end"
+                              " AND (decided_at IS NULL OR decided_at > @end) ORDER BY version", {"end": end})
+    return {
+        "decisions": [{"version": r["version"], "production_version": r["production_version"],
+                       "decision": r["decision"], "reason": r["reason"], "evidence": _stats(r["evidence"])}
+                      for r in rows],
+        "serving": [{"version": r["version"], "against": r["canary_of"], "since": _iso(r["canary_started_at"])}
+                    for r in serving],
     }
 
 

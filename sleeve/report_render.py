@@ -192,7 +192,11 @@ def decision(report: dict, esc: Escape = str) -> str:
                 "report for this week to see its decision.")
     change = _val_loss_change(run)
     delta = f"validation loss {_signed(change, 1, ' %')} vs {current}" if change is not None else ""
-    if run["decision"] == "promote":
+    if run["decision"] == "promote" and run["metrics"].get("canary"):
+        text = (f"{esc(run['model_version'])} passed the gate" + (f" ({delta})" if delta else "")
+                + f" and became the canary: it serves a share of next week's requests, and their ratings "
+                  f"decide whether it replaces {current}.")
+    elif run["decision"] == "promote":
         text = (f"Promoted {esc(run['model_version'])} to production: the new model passed the gate"
                 + (f" ({delta})." if delta else "."))
     else:
@@ -279,6 +283,26 @@ def _model_lines(m: dict, esc: Escape) -> list[str]:
     lines.append("In production during the week: the base model (no style version promoted yet)." if prod is None
                  else f"In production during the week: {esc(prod['version'])} (promoted {prod['since'][:10]})")
     lines += [f"rollback: {esc(rb['restored'] or '?')} restored, {esc(rb['retired'])} retired" for rb in m["rollbacks"]]
+    return lines + _canary_lines(m.get("canary") or {}, esc)
+
+
+def _canary_lines(c: dict, esc: Escape) -> list[str]:
+    """The users' verdict on the canary: both arms' mean ratings side by side, the interval, the decision."""
+    lines = []
+    for d in c.get("decisions", []):
+        e = d["evidence"]
+        if e.get("diff") is not None:
+            numbers = (f"canary {e['canary_mean']:.2f} ★ ({plural(e['canary_requests'], 'request')}) vs production "
+                       f"{e['production_mean']:.2f} ★ ({plural(e['production_requests'], 'request')}), "
+                       f"{e['diff']:+.2f} [{e['low']:+.2f}, {e['high']:+.2f}] "
+                       f"{e['rules']['confidence']:.0%} interval")
+        else:
+            numbers = (f"{plural(e.get('canary_requests', 0), 'canary request')} vs "
+                       f"{plural(e.get('production_requests', 0), 'production request')} rated")
+        lines.append(f"canary {esc(d['version'])} vs {esc(d['production_version'] or 'the base model')}: "
+                     f"{numbers} → {esc(d['decision'])}")
+    lines += [f"canary serving: {esc(s['version'])} (against {esc(s['against'] or 'the base model')}, "
+              f"since {(s['since'] or '?')[:10]})" for s in c.get("serving", [])]
     return lines
 
 

@@ -35,6 +35,17 @@ def _text(env: dict, name: str, default: str) -> str:
     return env.get(name, "").strip() or default
 
 
+def _share(env: dict, name: str, default: float) -> float:
+    raw = env.get(name, str(default)).strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number; set a share between 0 and 1, e.g. {default}") from None
+    if not 0 <= value <= 1:
+        raise SettingsError(f"{name}={value} must be between 0 and 1 (a share, e.g. {default} for {default:.0%})")
+    return value
+
+
 def _positive_int(env: dict, name: str, default: int) -> int:
     raw = env.get(name, str(default)).strip()
     try:
@@ -71,6 +82,7 @@ class Settings:
     k8s_namespace: str = "default"
     gen_size: int = 64  # generated image side in px (tiny model); SDXL: SLEEVE_GEN_SIZE=1024
     gen_steps: int = 4  # sampling steps per image; SDXL: SLEEVE_GEN_STEPS=30
+    canary_share: float = 0.2  # share of new requests a canary model serves (batch_generate)
     # crawl_songs: source, endpoints, politeness
     crawl_source: str = "sample"
     musicbrainz_url: str = "https://musicbrainz.org"
@@ -306,6 +318,7 @@ def load_settings(env: dict | None = None, *, gpu_job: bool = False) -> Settings
         k8s_namespace=_text(env, "SLEEVE_K8S_NAMESPACE", Settings.k8s_namespace),
         gen_size=_positive_int(env, "SLEEVE_GEN_SIZE", Settings.gen_size),
         gen_steps=_positive_int(env, "SLEEVE_GEN_STEPS", Settings.gen_steps),
+        canary_share=_share(env, "SLEEVE_CANARY_SHARE", Settings.canary_share),
         scratch_dir=_absolute_dir(env, "SLEEVE_SCRATCH_DIR"),
         **_crawl_settings(env),
         **_service_settings(env),

@@ -54,16 +54,20 @@ def base_model_identity(base_model: str) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(config, examples, class_examples, *, code: str, world: int, precision: str,
-                warm_start_sha256: str = "") -> dict:
-    """``{"hash", "parts"}`` of everything that decides a run's weights: its data, its settings
-    (not the checkpoint cadence), the base model's content, the code version and the number of
-    processes (each draws its own micro-batches)."""
+def fingerprint(config, examples, class_examples, *, code: str, world: int, precision: str, pairs=None,
+                warm_start_sha256: str = "", reference_sha256: str = "") -> dict:
+    """``{"hash", "parts"}`` of everything that decides a run's weights: its data (examples and
+    DPO's preference pairs), its settings (not the checkpoint cadence), the warm start's and DPO
+    reference's weights, the base model's content, the code version and the number of processes
+    (each draws its own micro-batches)."""
     settings = {k: v for k, v in asdict(config).items() if k not in CADENCE and k != "base_model"}
     parts = {
         "data": content_hash([[e.uri, e.sha256, e.caption, e.weight, e.is_prior]
                               for e in [*examples, *(class_examples or [])]]),
-        "config": content_hash({**settings, "precision": precision, "warm_start_sha256": warm_start_sha256}),
+        "pairs": content_hash([[p.caption, *([e.uri, e.sha256] for e in (p.preferred, p.dispreferred))]
+                               for p in pairs or []]),
+        "config": content_hash({**settings, "precision": precision, "warm_start_sha256": warm_start_sha256,
+                                "reference_sha256": reference_sha256}),
         "base_model": base_model_identity(config.base_model),
         "code": code,
         "world": world,

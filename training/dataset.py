@@ -36,7 +36,9 @@ class Example:
 
 def read_image_bytes(uri: str, store=None) -> bytes:
     """The bytes at a path or URI. Tasks pass the configured ``store`` so URIs are read with its
-    client (see :func:`sleeve.store.open_uri`)."""
+    client (see :func:`sleeve.store.open_uri`). A row with no URI raises ValueError."""
+    if not uri:
+        raise ValueError("no image URI recorded")
     if "://" not in uri:
         return Path(uri).read_bytes()
     from sleeve.store import open_uri

@@ -32,8 +32,8 @@ in two or more groups, at least one group is held out and at least one is traine
 
 The snapshot also carries a *reference* set, evidence that does not come from this week's
 reviews: the held-out items of the last ``reference_weeks`` earlier snapshots whose challenger
-was promoted (their data passed the gate; a kept week may be the one with bad data), minus any
-image or group in this snapshot. The gate requires the challenger not to be worse on it.
+passed the gate (a kept week may be the one with bad data) and was not retired as a canary (its
+users said no: that week's data may be the bad one), minus any image or group in this snapshot. The gate requires the challenger not to be worse on it.
 
 The manifest is written once at ``training/snapshots/<content hash>.json`` (the same selection
 always gives the same URI) and carries counts, including held-out counts per source. Fewer
@@ -51,12 +51,14 @@ from sleeve.phash import near_duplicates, parse_phash, phash_hex
 from sleeve.store import ObjectStore, open_uri, read_json
 from sleeve.warehouse import Warehouse
 from training.dataset import decode_image, read_image_bytes
+from training.preference import build_pairs
 
 SNAPSHOT_PREFIX = "training/snapshots"
 TRAIN, VAL = "train", "val"
 SOURCES = ("generated", "cover")
 SPLIT_METHOD = "group-sha256-threshold-v2"
 BASE_VERSION = "base"
+OBJECTIVES = ("sft", "dpo", "sft+dpo")
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,15 @@ class SnapshotConfig:
     min_side: int = 32  # smaller images are dropped as too small
     val_fraction: float = 0.25  # share of groups held out for the gate's validation loss
     reference_weeks: int = 4  # earlier promoted weeks whose held-out items form the reference set
+    min_rating_gap: float = 1.0  # preference pairs: ratings within one request at least this far apart
+    objective: str = "sft"  # sft | dpo | sft+dpo: what the snapshot must hold enough of to train
+    min_pairs: int = 4  # dpo: fewer train pairs means skip
 
     def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {'|'.join(OBJECTIVES)} (got {self.objective!r})")
+        if self.min_rating_gap <= 0:
+            raise ValueError(f"min_rating_gap must be > 0 (got {self.min_rating_gap}); ties carry no preference")
         if not 0 <= self.val_fraction <= 0.5:
             raise ValueError(f"val_fraction must be between 0 and 0.5 (got {self.val_fraction}); "
                              "use e.g. 0.25 to hold out 25 % of the snapshot for validation")
@@ -120,6 +129,8 @@ REFERENCE_SQL = """
 SELECT interval_start, manifest_uri FROM training_runs
 WHERE kind = 'style' AND status = 'trained' AND decision = 'promote' AND manifest_uri IS NOT NULL
   AND interval_start < @start
+  AND NOT EXISTS (SELECT 1 FROM model_versions AS v WHERE v.version = training_runs.model_version
+                  AND v.alias = 'retired')
 ORDER BY interval_start DESC
 LIMIT @weeks
 """
@@ -128,6 +139,18 @@ LIMIT @weeks
 def song_group(song_id: str, source: str | None, album_id: str | None) -> str:
     """The split group of a song's images: its album when known, else the song."""
     return f"album:{source}:{album_id}" if album_id else f"song:{song_id}"
+
+
+def row_group(row: dict) -> str:
+    """The split group of a generated image row: its song's, else its request's."""
+    return song_group(row["song_id"], row["song_source"], row["album_id"]) if row["song_id"] \
+        else f"request:{row['request_id']}"
+
+
+def split_of_groups(items: list[dict], val_fraction: float):
+    """``group -> split`` consistent with ``items``' split; other groups by their score."""
+    sides = {i["group"]: i["split"] for i in items}
+    return lambda group: sides.get(group) or (VAL if _split_score(group) < val_fraction else TRAIN)
 
 
 class Lineage:
@@ -198,8 +221,7 @@ def select_candidates(warehouse: Warehouse, store: ObjectStore, start: datetime,
             unknown.append({"ref": row["image_id"], "uri": row["uri"],
                             "reason": "lineage unknown: no adapters recorded and no readable shard manifest"})
             continue
-        group = song_group(row["song_id"], row["song_source"], row["album_id"]) if row["song_id"] \
-            else f"request:{row['request_id']}"
+        group = row_group(row)
         rows.append({"source": "generated", "ref": row["image_id"], "uri": row["uri"], "sha256": row["sha256"],
                      "caption": row["caption"] or "", "rating": round(float(row["mean_rating"]), 4),
                      "reviews": int(row["reviewers"]), "model_version": row["model_version"], "group": group,
@@ -375,6 +397,8 @@ def build_snapshot(warehouse: Warehouse, store: ObjectStore, start: datetime, en
     _store_hashes(warehouse, fills)
     dropped = unknown + dropped
     items = assign_splits(items, config)
+    prefs = build_pairs(warehouse, store, start, end, min_rating_gap=config.min_rating_gap, group_of=row_group,
+                        split_of=split_of_groups(items, config.val_fraction))
     reference = build_reference(store, earlier_snapshots(warehouse, start, config.reference_weeks), items)
     val = [i for i in items if i["split"] == VAL]
     split = {"method": SPLIT_METHOD, "val_fraction": config.val_fraction,
@@ -391,13 +415,19 @@ def build_snapshot(warehouse: Warehouse, store: ObjectStore, start: datetime, en
         "dropped": len(dropped), "duplicates": sum("duplicate" in d["reason"] for d in dropped),
         "unreadable": sum(d["reason"].startswith("unreadable") for d in dropped),
         "lineage_unknown": len(unknown), "personal_excluded": personal,
+        "pairs": prefs["counts"]["pairs"], "train_pairs": prefs["counts"]["train_pairs"],
+        "pairs_personal_requests_excluded": prefs["counts"]["personal_requests"],
     }
     skip_reason = None
-    if len(items) < config.min_examples:
+    if config.objective == "dpo" and counts["train_pairs"] < config.min_pairs:
+        skip_reason = (f"snapshot has {counts['train_pairs']} train preference pair(s), fewer than "
+                       f"min_pairs={config.min_pairs} ({prefs['counts']['requests']} rated requests)")
+    elif config.objective != "dpo" and len(items) < config.min_examples:
         skip_reason = (f"snapshot has {len(items)} usable image(s), fewer than min_examples={config.min_examples} "
                        f"({counts['candidates']} candidates, {counts['dropped']} dropped)")
     manifest = {"kind": "style-snapshot", "interval": [start.isoformat(), end.isoformat()], "filter": asdict(config),
-                "split": split, "items": items, "reference": reference, "dropped": dropped, "counts": counts,
+                "split": split, "items": items, "pairs": prefs["pairs"],
+                "pair_counts": prefs["counts"], "reference": reference, "dropped": dropped, "counts": counts,
                 "skip_reason": skip_reason}
     digest = content_hash(manifest)
     key = f"{SNAPSHOT_PREFIX}/{digest}.json"

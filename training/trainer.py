@@ -56,6 +56,7 @@ UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 KOHYA_NAME = "lora_kohya.safetensors"
+OBJECTIVES = ("sft", "dpo", "sft+dpo")
 
 
 @dataclass
@@ -86,6 +87,9 @@ class TrainConfig:
     checkpoint_seconds: float = 30.0  # seconds between checkpoints, whichever comes first; 0: by steps only
     checkpoints_keep: int = 2
     warm_start: str | None = None  # a directory or URI holding pytorch_lora_weights.safetensors
+    objective: str = "sft"  # sft | dpo | sft+dpo (Diffusion-DPO on preference pairs; sft+dpo sums both)
+    beta: float = 5000.0  # DPO: strength of the pull away from the reference (Wallace et al. use 2000-5000)
+    reference: str | None = None  # DPO's frozen reference: this adapter fused into the base (None: the base)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -108,6 +112,8 @@ class TrainConfig:
             (self.checkpoints_keep >= 1, "checkpoints_keep must be >= 1"),
             (self.checkpoint_every >= 0 and self.checkpoint_seconds >= 0,
              "checkpoint_every and checkpoint_seconds must be >= 0"),
+            (self.objective in OBJECTIVES, f"objective must be one of {'|'.join(OBJECTIVES)}"),
+            (self.beta > 0, "beta must be > 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -311,8 +317,9 @@ def add_lora(parts: Components, config: TrainConfig) -> list:
     return groups
 
 
-def per_sample_loss(parts: Components, latents, cond: dict, time_ids, timesteps, noise, snr_gamma):
-    """Per-example diffusion loss (MSE over C,H,W), min-SNR weighted when ``snr_gamma`` is set."""
+def per_sample_loss(parts: Components, latents, cond: dict, time_ids, timesteps, noise, snr_gamma, unet=None):
+    """Per-example diffusion loss (MSE over C,H,W), min-SNR weighted when ``snr_gamma`` is set;
+    ``unet`` defaults to the one being trained (DPO passes its frozen reference)."""
     import torch
     import torch.nn.functional as F
     from diffusers.training_utils import compute_snr
@@ -323,7 +330,7 @@ def per_sample_loss(parts: Components, latents, cond: dict, time_ids, timesteps,
     if parts.sdxl:
         kwargs["added_cond_kwargs"] = {"text_embeds": cond["pooled"].to(parts.weight_dtype),
                                        "time_ids": time_ids.to(parts.device, dtype=parts.weight_dtype)}
-    pred = parts.unet(noisy.to(parts.weight_dtype), timesteps, cond["prompt_embeds"].to(parts.weight_dtype),
+    pred = (parts.unet if unet is None else unet)(noisy.to(parts.weight_dtype), timesteps, cond["prompt_embeds"].to(parts.weight_dtype),
                       **kwargs, return_dict=False)[0].float()
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(latents, noise, timesteps)
@@ -386,10 +393,11 @@ def _load_lora_state(parts: Components, state: dict) -> None:
 # ---------------------------------------------------------------- the loop
 
 def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, class_examples: list[Example] | None = None,
-               work_dir=None, cache_dir=None, stop_after: int | None = None, code_version: str = "",
-               checkpoint_mirror: str | None = None) -> TrainResult:
-    """Train (or resume) a LoRA; see the module docstring. ``stop_after`` ends the loop after
-    that many steps without writing the output (used to test kill-and-resume).
+               pairs: list | None = None, work_dir=None, cache_dir=None, stop_after: int | None = None,
+               code_version: str = "", checkpoint_mirror: str | None = None) -> TrainResult:
+    """Train (or resume) a LoRA; see the module docstring. ``pairs`` (:class:`training.dpo.PreferencePair`)
+    feed the ``dpo`` / ``sft+dpo`` objectives. ``stop_after`` ends the loop after that many
+    steps without writing the output (used to test kill-and-resume).
     ``checkpoint_mirror``: a store URI prefix that holds a copy of every checkpoint."""
     import torch
     from accelerate import Accelerator
@@ -414,6 +422,9 @@ def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, clas
     parts = load_components(config.base_model, accelerator.device, dtype)
     warm_file = _weights_file(config.warm_start, work_dir / "warm-start" / f"rank-{rank}") \
         if config.warm_start else None
+    # DPO's reference, fetched once per job (and hashed into the fingerprint like the warm start)
+    reference_file = _weights_file(config.reference, work_dir / "reference" / f"rank-{rank}") \
+        if config.reference and config.objective != "sft" else None
     if warm_file:
         warm_rank, warm_alpha = lora_rank_alpha(str(warm_file))
         if (warm_rank, warm_alpha) != (config.rank, config.lora_alpha):
@@ -421,16 +432,26 @@ def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, clas
             config.rank, config.alpha = warm_rank, warm_alpha
     groups = add_lora(parts, config)
     if warm_file:
-        load_adapter_into_unet(parts, str(warm_file))
+        load_adapter_into_unet(parts.unet, str(warm_file))
     if config.gradient_checkpointing:
         parts.unet.enable_gradient_checkpointing()
         parts.unet.train()
 
     cache_text = not config.train_text_encoder
-    data = PreparedData(parts, examples, config.resolution, cache_dir, cache_text)
+    sft, dpo = config.objective != "dpo", config.objective != "sft"
+    data = PreparedData(parts, examples if sft else [], config.resolution, cache_dir, cache_text)
     prior = PreparedData(parts, class_examples, config.resolution, cache_dir, cache_text) if class_examples else None
-    if not data.items:
+    if sft and not data.items:
         raise ValueError("no readable training images: " + "; ".join(d["reason"] for d in data.dropped[:3]))
+    pair_data = reference = None
+    if dpo:
+        from training.dpo import PairData, dpo_batch_loss, load_reference
+
+        pair_data = PairData(PreparedData, parts, list(pairs or []), config.resolution, cache_dir, cache_text)
+        if not pair_data.pairs:
+            raise ValueError(f"objective {config.objective} needs preference pairs with readable images "
+                             f"({len(pairs or [])} given, {pair_data.dropped} dropped)")
+        reference = load_reference(parts, str(reference_file) if reference_file else None)
 
     optimizer = torch.optim.AdamW(groups, weight_decay=1e-2)
     # A prepared scheduler steps once per process per optimizer step.
@@ -444,13 +465,16 @@ def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, clas
         parts.text_encoders = list(prepared[1:-2])
     plain = unwrapped(parts, accelerator)  # the same modules without wrappers: for their state dicts
     generator = torch.Generator().manual_seed(config.seed + 10_000 * rank)
-    sampler = Sampler(len(data.items), config.batch_size, config.seed, rank, world)
+    sampler = Sampler(len(data.items), config.batch_size, config.seed, rank, world) if sft else None
+    pair_sampler = Sampler(len(pair_data.pairs), config.batch_size, config.seed + 2, rank, world) if dpo else None
     prior_sampler = Sampler(len(prior.items), config.batch_size, config.seed + 1, rank, world) if prior else None
 
     code = code_version or current_code_version()
     checkpoints = Checkpoints(work_dir, keep=config.checkpoints_keep, accelerator=accelerator, mirror=checkpoint_mirror,
-                              fingerprint=fingerprint(config, examples, class_examples, code=code, world=world,
-                                                      precision=precision, warm_start_sha256=_file_sha256(warm_file)))
+                              fingerprint=fingerprint(config, examples, class_examples, pairs=pairs, code=code,
+                                                      world=world, precision=precision,
+                                                      warm_start_sha256=_file_sha256(warm_file),
+                                                      reference_sha256=_file_sha256(reference_file)))
     step, losses = 0, []
     if state := checkpoints.restore():
         _load_lora_state(plain, state["lora"])
@@ -477,10 +501,13 @@ def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, clas
         total = None
         for micro in range(config.gradient_accumulation_steps):
             draw = step * config.gradient_accumulation_steps + micro  # each micro-batch its own images
-            batches = [(data, sampler.batch(draw), False)] + \
+            batches = ([(data, sampler.batch(draw), False)] if sft else []) + \
                 ([(prior, prior_sampler.batch(draw), True)] if prior else [])
             with accelerator.accumulate(parts.unet, *trained_encoders):
-                loss = _batch_loss(parts, config, batches, generator, cache_text)
+                loss = _batch_loss(parts, config, batches, generator, cache_text) if batches else 0.0
+                if dpo:
+                    loss = loss + dpo_batch_loss(parts, reference, config, pair_data, pair_sampler.batch(draw),
+                                                 generator, cache_text)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm:
                     accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], config.max_grad_norm)
@@ -507,6 +534,9 @@ def train_lora(config: TrainConfig, examples: list[Example], output_dir, *, clas
             json.dumps({**asdict(config), "mixed_precision_used": precision, "code_version": code,
                         "world_size": world}, indent=2, sort_keys=True))
     stats = data.stats()
+    if pair_data:
+        stats["pairs"], stats["pairs_dropped"] = len(pair_data.pairs), pair_data.dropped
+        stats.update({f"pair_{k}": v for k, v in pair_data.images.stats().items()})
     if prior:
         stats["prior_dropped"] = len(prior.dropped)
     stats["dropped_images"] = data.dropped
@@ -632,29 +662,37 @@ def _weights_file(location: str, directory: Path | None = None) -> Path:
     return path / WEIGHTS_NAME if path.is_dir() else path
 
 
-def lora_rank_alpha(location: str) -> tuple[int, float]:
-    """Rank and alpha of a saved adapter, from its safetensors metadata."""
+def adapter_config(location: str) -> tuple[int, float, list[str]]:
+    """Rank, alpha and target modules of a saved adapter, from its safetensors metadata."""
     from safetensors import safe_open
 
     with safe_open(str(_weights_file(location)), framework="pt") as f:
         meta = json.loads((f.metadata() or {}).get("lora_adapter_metadata", "{}"))
     if "unet.r" not in meta:  # diffusers stores the UNet's LoraConfig flat as "unet.<field>"
         raise ValueError(f"adapter at {location} has no rank metadata; retrain or start from base")
-    return int(meta["unet.r"]), float(meta.get("unet.lora_alpha", meta["unet.r"]))
+    targets = meta.get("unet.target_modules") or UNET_TARGETS
+    return int(meta["unet.r"]), float(meta.get("unet.lora_alpha", meta["unet.r"])), sorted(targets)
 
 
-def load_adapter_into_unet(parts: Components, location: str) -> None:
-    """Warm start: copy a saved diffusers-format LoRA into the freshly added 'default' adapter."""
+def lora_rank_alpha(location: str) -> tuple[int, float]:
+    """Rank and alpha of a saved adapter, from its safetensors metadata."""
+    rank, alpha, _ = adapter_config(location)
+    return rank, alpha
+
+
+def load_adapter_into_unet(unet, location: str) -> None:
+    """Copy a saved diffusers-format LoRA into the UNet's 'default' adapter: the warm start,
+    and DPO's reference."""
     from diffusers.utils import convert_unet_state_dict_to_peft
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     state = load_file(str(_weights_file(location)))
     unet_state = {k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")}
-    result = set_peft_model_state_dict(parts.unet, convert_unet_state_dict_to_peft(unet_state), adapter_name="default")
+    result = set_peft_model_state_dict(unet, convert_unet_state_dict_to_peft(unet_state), adapter_name="default")
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
-        raise ValueError(f"warm-start adapter does not match the target modules: {unexpected[:3]}")
+        raise ValueError(f"adapter does not match the target modules: {unexpected[:3]}")
 
 
 def current_code_version() -> str:

@@ -98,14 +98,17 @@ def take_snapshot(warehouse: Warehouse, store: ObjectStore, start: datetime, end
     return {**plan, "go": status == "running", "why": reason}
 
 
-def train_config(plan: dict, params: dict, *, home: Path, warm_start: str | None) -> dict:
+def train_config(plan: dict, params: dict, *, home: Path, warm_start: str | None, reference: str | None = None) -> dict:
     """``training.train_job``'s config. The work dir is per run, so a retried task resumes from
-    its checkpoints; the caches are shared across weeks."""
+    its checkpoints; the caches are shared across weeks. ``reference`` (DPO's frozen model) is
+    the production adapter, whether or not training warm-starts from it."""
     return {
         "train": {"base_model": plan["base_model"], "steps": params["steps"], "rank": params["rank"],
                   "batch_size": params["batch_size"], "learning_rate": params["learning_rate"],
                   "resolution": params["resolution"], "caption_dropout": params.get("caption_dropout", 0.0),
-                  "warm_start": warm_start, "checkpoint_every": 50},
+                  "warm_start": warm_start, "checkpoint_every": 50,
+                  "objective": params.get("objective", "sft"), "beta": float(params.get("beta", 5000.0)),
+                  "reference": reference},
         "rating_weighted": params["rating_weighted"], "version": plan["version"],
         "manifest_uri": plan["manifest_uri"],
         "work_dir": str(home / "work" / DAG_ID / plan["run_id"]),
@@ -123,9 +126,11 @@ def eval_config(plan: dict, params: dict, trained: dict, *, home: Path, champion
 
 def conclude(warehouse: Warehouse, *, run_id: str, start: datetime, end: datetime, version: str, base_model: str,
              manifest_uri: str, train_result: dict, eval_result: dict, rules: GateRules | None = None,
-             counts: dict | None = None, now: datetime | None = None) -> dict:
+             counts: dict | None = None, now: datetime | None = None, canary: bool = True) -> dict:
     """Gate, register, promote or reject, and close the run row as ``trained``. ``counts`` are
-    the snapshot's (kept in the run's metrics beside the gate's evidence)."""
+    the snapshot's (kept in the run's metrics beside the gate's evidence). With ``canary`` (the
+    default) a challenger that passes the gate becomes the canary and the users' ratings of the
+    next week promote or retire it; without, it goes straight to production."""
     now = now or datetime.now(UTC)
     verdict = decide(eval_result, rules)
     sources = (eval_result.get("paired") or {}).get("val", {}).get("sources") or []
@@ -137,12 +142,18 @@ def conclude(warehouse: Warehouse, *, run_id: str, start: datetime, end: datetim
                "reference_images": eval_result.get("reference_images", 0),
                "gate": {"evidence": verdict["evidence"], "rules": verdict["rules"]},
                "snapshot": counts or {}, "train_examples": train_result.get("examples"),
-               "contact_sheet_uri": eval_result.get("contact_sheet_uri")}
+               "objective": train_result.get("objective", "sft"), "train_pairs": train_result.get("pairs", 0),
+               "contact_sheet_uri": eval_result.get("contact_sheet_uri"),
+               "canary": bool(canary and verdict["decision"] == "promote")}
     registry.register(warehouse, version=version, kind="style", base_model=base_model,
                       adapter_uri=train_result["adapter_uri"], manifest_uri=manifest_uri, metrics=metrics,
                       training_run_id=run_id, now=now)
-    row = registry.promote(warehouse, version, now) if verdict["decision"] == "promote" \
-        else registry.reject(warehouse, version, now)
+    if verdict["decision"] != "promote":
+        row = registry.reject(warehouse, version, now)
+    elif canary:
+        row = registry.start_canary(warehouse, version, now)
+    else:
+        row = registry.promote(warehouse, version, now)
     gpu = float(train_result.get("gpu_seconds", 0)) + float(eval_result.get("gpu_seconds", 0))
     record_run(warehouse, run_id, start, end, status="trained", reason=None, metrics=metrics,
                decision=verdict["decision"], decision_reasons=verdict["reasons"], model_version=version,
@@ -151,10 +162,23 @@ def conclude(warehouse: Warehouse, *, run_id: str, start: datetime, end: datetim
             "alias": row["alias"], "adapter_uri": row["adapter_uri"]}
 
 
+def uses_canary(params: dict | None, canary_share: float) -> bool:
+    """Whether a challenger that passes the gate goes through the canary: the ``canary`` Param
+    (default on), unless no request would be served by it (``SLEEVE_CANARY_SHARE=0``): a canary
+    without covers could only be retired."""
+    return bool((params or {}).get("canary", True)) and canary_share > 0
+
+
 def conclude_plan(warehouse: Warehouse, plan: dict, train_result: dict, eval_result: dict, params: dict | None = None,
-                  now: datetime | None = None) -> dict:
-    """:func:`conclude` for the plan the snapshot step returned, with the gate rules among ``params``."""
+                  now: datetime | None = None, canary_share: float | None = None) -> dict:
+    """:func:`conclude` for the plan the snapshot step returned, with the gate rules among
+    ``params``; ``canary_share``: the deployment's (``SLEEVE_CANARY_SHARE``) when None."""
+    if canary_share is None:
+        from sleeve.settings import get_settings
+
+        canary_share = get_settings().canary_share
     return conclude(warehouse, run_id=plan["run_id"], start=datetime.fromisoformat(plan["start"]),
                     end=datetime.fromisoformat(plan["end"]), version=plan["version"], base_model=plan["base_model"],
                     manifest_uri=plan["manifest_uri"], train_result=train_result, eval_result=eval_result,
-                    rules=GateRules.from_params(params or {}), counts=plan.get("counts"), now=now)
+                    rules=GateRules.from_params(params or {}), counts=plan.get("counts"), now=now,
+                    canary=uses_canary(params, canary_share))

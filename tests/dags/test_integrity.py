@@ -58,7 +58,7 @@ def test_settings_errors_are_not_retried(dagbag):
 
 
 FIRST_TASKS = {"crawl_songs": "crawl", "label_songs": "select", "batch_generate": "plan",
-               "weekly_retrain": "snapshot", "personalize": "collect_requests", "weekly_report": "retraining_settled"}
+               "weekly_retrain": "assess_canary", "personalize": "collect_requests", "weekly_report": "retraining_settled"}
 
 
 @pytest.mark.parametrize("dag_id", sorted(FIRST_TASKS))

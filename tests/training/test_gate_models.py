@@ -144,7 +144,9 @@ def perturbed_copy(store, source_uri: str, key: str, scale: float, work) -> str:
 
 def test_the_gate_promotes_only_a_resolvably_better_challenger(warehouse, store, sleeve_env, calibrated_model,
                                                                tmp_path):
-    from sleeve.registry import production_version
+    from sleeve.registry import canary_version, production_version
+    from tests.training.test_canary import _serve
+    from training.canary import CanaryRules, settle_canary
     from training.gate import decide
 
     home = sleeve_env.home
@@ -152,6 +154,17 @@ def test_the_gate_promotes_only_a_resolvably_better_challenger(warehouse, store,
     seed_week(warehouse, store, 1, inverted=False)
     week1 = weekly_run(warehouse, store, home, calibrated_model, 1, steps=150)
     assert week1["outcome"]["decision"] == "promote", week1["outcome"]["reasons"]
+    # By default a challenger that passes the gate becomes the canary; the ratings of a later
+    # week (its covers rated above the base model's) promote it. That week is far off, so the
+    # covers rated in it stay out of the snapshots of weeks 2 and 3.
+    version = week1["plan"]["version"]
+    assert week1["outcome"]["alias"] == "canary" and production_version(warehouse) is None
+    assert canary_version(warehouse)["version"] == version
+    judged_from = WEEK_START + 10 * WEEK
+    _serve(warehouse, version, [4, 5, 4, 5] * 5, "canary-", judged_from + timedelta(days=1))
+    _serve(warehouse, "base", [2, 3, 3, 2] * 5, "base-", judged_from + timedelta(days=1))
+    verdict = settle_canary(warehouse, judged_from, judged_from + WEEK, CanaryRules(min_requests=10))
+    assert verdict["decision"] == "promote", verdict["reason"]
     champion = production_version(warehouse)["adapter_uri"]
     assert champion == week1["trained"]["adapter_uri"]
 
@@ -196,7 +209,8 @@ def test_the_gate_promotes_only_a_resolvably_better_challenger(warehouse, store,
 
     # Week 3: the intake is fixed; a challenger trained on what users really like is promoted.
     seed_week(warehouse, store, 3, inverted=False)
-    week3 = weekly_run(warehouse, store, home, calibrated_model, 3, steps=60)
+    week3 = weekly_run(warehouse, store, home, calibrated_model, 3, steps=60, params={"canary": False})
     assert week3["champion"] == champion and week3["plan"]["counts"]["reference"] > 0
     assert week3["outcome"]["decision"] == "promote", week3["outcome"]["reasons"]
+    assert week3["outcome"]["alias"] == "production"  # canary off: straight to production
     assert any(r.startswith("reference loss") and "not worse" in r for r in week3["outcome"]["reasons"])

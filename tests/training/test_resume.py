@@ -205,3 +205,56 @@ def test_a_sigkilled_train_job_resumes_to_the_same_weights(sleeve_env, store, ti
     assert straight["resumed_from"] == 0 and straight["losses"] == resumed["losses"]
     _same_tensors(sleeve_env.store_dir / "models" / "killed" / WEIGHTS_NAME,
                   sleeve_env.store_dir / "models" / "straight" / WEIGHTS_NAME)
+
+
+def _dpo_setup(tiny_model, sample_examples, tmp_path):
+    """Preference pairs and a 'production' adapter to be DPO's reference and warm start."""
+    from tests.training.test_dpo import _pairs
+    from training.trainer import train_lora
+
+    train_lora(_cfg(tiny_model, steps=2, learning_rate=1e-2, checkpoint_every=0), sample_examples, tmp_path / "prod")
+    return _pairs(tmp_path), str(tmp_path / "prod")
+
+
+@pytest.mark.parametrize("objective", ["dpo", "sft+dpo"])
+def test_dpo_resumes_exactly_against_its_reference(tiny_model, sample_examples, tmp_path, objective):
+    """The same loop, the same checkpoints: a DPO run stopped after 3 steps and resumed ends with
+    the bytes of an uninterrupted one (reference = production adapter, warm-started from it)."""
+    from training.trainer import train_lora
+
+    pairs, prod = _dpo_setup(tiny_model, sample_examples, tmp_path)
+    examples = sample_examples if objective == "sft+dpo" else []
+    kw = {"objective": objective, "reference": prod, "warm_start": prod, "learning_rate": 1e-2, "beta": 5000.0}
+    straight = train_lora(_cfg(tiny_model, **kw), examples, tmp_path / "a", pairs=pairs, work_dir=tmp_path / "wa")
+    train_lora(_cfg(tiny_model, **kw), examples, tmp_path / "b", pairs=pairs, work_dir=tmp_path / "wb", stop_after=3)
+    resumed = train_lora(_cfg(tiny_model, **kw), examples, tmp_path / "b", pairs=pairs, work_dir=tmp_path / "wb")
+    assert resumed.resumed_from == 3 and resumed.resume_note == "resumed from step-0000003"
+    assert resumed.losses == straight.losses and resumed.cache["pairs"] == len(pairs)
+    _same_tensors(resumed.weights_path, straight.weights_path)
+
+
+@pytest.mark.parametrize("change", ["pairs", "reference"])
+def test_a_dpo_checkpoint_made_for_other_pairs_or_reference_is_not_resumed(tiny_model, sample_examples, tmp_path,
+                                                                           change):
+    """The preference pairs and the reference's weights are part of the fingerprint: reversed
+    preferences, or a reference with the same path but other weights, start fresh."""
+    from training.dpo import PreferencePair
+    from training.trainer import WEIGHTS_NAME, train_lora
+
+    pairs, prod = _dpo_setup(tiny_model, sample_examples, tmp_path)
+    kw = {"objective": "dpo", "reference": prod, "learning_rate": 1e-2}
+    train_lora(_cfg(tiny_model, **kw), [], tmp_path / "out", pairs=pairs, work_dir=tmp_path / "work", stop_after=3)
+    if change == "pairs":
+        pairs = [PreferencePair(p.dispreferred, p.preferred, p.caption) for p in pairs]
+        part = "pairs"
+    else:  # production moved on: another adapter at the same location
+        train_lora(_cfg(tiny_model, steps=2, learning_rate=1e-2, checkpoint_every=0, seed=5), sample_examples,
+                   tmp_path / "prod2")
+        shutil.copy(tmp_path / "prod2" / WEIGHTS_NAME, tmp_path / "prod" / WEIGHTS_NAME)
+        part = "config"
+    changed = train_lora(_cfg(tiny_model, **kw), [], tmp_path / "out", pairs=pairs, work_dir=tmp_path / "work")
+    assert changed.resumed_from == 0
+    assert changed.resume_note.startswith("fresh start") and part in changed.resume_note, changed.resume_note
+    fresh = train_lora(_cfg(tiny_model, **kw), [], tmp_path / "ref", pairs=pairs, work_dir=tmp_path / "ref-work")
+    assert changed.losses == fresh.losses
+    _same_tensors(changed.weights_path, fresh.weights_path)
