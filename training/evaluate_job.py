@@ -16,7 +16,7 @@ same noise levels for both (:func:`training.trainer.validation_losses`), aligned
 ``val_loss`` (their mean), image statistics of renders of the fixed eval prompts (same prompts
 and seeds for both: brightness, contrast, saturation, distance of colour statistics to the
 held-out and reference generated images, blank images) and, when configured, ``clip_score`` (mean over the eval
-prompts; per prompt in ``clip_scores``). With no held-out images ``val_loss`` is NaN, a note
+prompts; per prompt in ``clip_scores``). With no held-out images ``val_loss`` is null, a note
 says so and the gate keeps the champion. Writes ``contact_sheet.png`` (rows: prompts; columns:
 champion, challenger) and ``metrics.json``.
 """
@@ -99,7 +99,7 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
         for set_name, prepared in data.items():
             paired[set_name][name] = validation_losses(parts, prepared)
         losses = paired["val"][name]
-        m = {"val_loss": sum(losses) / len(losses) if losses else float("nan"),
+        m = {"val_loss": sum(losses) / len(losses) if losses else None,  # None, not NaN: results are JSON
              **{k: v for k, v in stats.items() if not isinstance(v, list)}}
         if paired["reference"][name]:
             m["reference_loss"] = sum(paired["reference"][name]) / len(paired["reference"][name])

@@ -120,3 +120,26 @@ def test_evaluate_records_clip_score_for_champion_and_challenger(warehouse, stor
     without = evaluate_job.main(manifest, {**config, "clip_model": ""}, store.uri("evals/clip-test-off"))
     assert "clip_score skipped: no clip_model configured" in without["notes"]
     assert not any("clip_score" in m for m in without["metrics"].values()) and without["clip_scores"] == {}
+
+
+
+def test_an_evaluation_without_held_out_images_is_plain_json_and_the_gate_keeps(warehouse, store, world, tiny_model,
+                                                                                 tmp_path):
+    """A DPO week can train on pairs while no liked image is held out: the evaluation must still
+    be a result the task can return (strict JSON: XCom refuses NaN) and the gate keeps the champion."""
+    from sleeve.store import open_uri, read_json
+    from training import evaluate_job, train_job
+    from training.gate import GateRules, decide
+    from training.snapshot import build_snapshot
+
+    snap = build_snapshot(warehouse, store, WEEK_START, WEEK_END)
+    manifest = read_json(*open_uri(snap["uri"]))
+    manifest["items"] = [{**item, "split": "train"} for item in manifest["items"]]  # nothing held out
+    trained = train_job.main(manifest, {"train": {"base_model": str(tiny_model), "steps": 1, "rank": 2},
+                                        "work_dir": str(tmp_path / "work")}, store.uri("models/style/no-val"))
+    result = evaluate_job.main(manifest, {"base_model": str(tiny_model), "challenger_uri": trained["adapter_uri"],
+                                          "champion_uri": None, "steps": 1}, store.uri("evals/no-val"))
+    json.dumps(result, allow_nan=False)  # raises on NaN, as the task's XCom push did
+    assert result["metrics"]["challenger"]["val_loss"] is None
+    verdict = decide(result, GateRules())
+    assert verdict["decision"] == "keep" and verdict["reasons"][0].startswith("no held-out validation images")
