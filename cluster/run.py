@@ -225,7 +225,7 @@ class Scenario:
         self.run_dag("label_songs", inside)
         demo_data.seed_requests(self.warehouse, self.settings, week_start, week_end)
         self.run_dag("batch_generate", (week_end + timedelta(days=1)).replace(hour=2))
-        demo_data.seed_reviews(self.warehouse, week_start, week_end)
+        demo_data.seed_reviews(self.warehouse, self.store, week_start, week_end)
         self.retrain_with_gpu_worker_killed(week_end)
         request_id = demo_data.seed_personalization(self.warehouse, self.settings, self.store, week_start)
         self.run_dag("personalize", inside, {"request_ids": [request_id], "steps": 10})
