@@ -50,6 +50,14 @@ def _png(seed: int, tweak: bool = False) -> bytes:
     return buf.getvalue()
 
 
+def snapshot(warehouse, store, start: datetime, end: datetime) -> dict:
+    """The snapshot this benchmark times: with the crawled covers (``include_covers``, off by
+    default), which is what grows with the catalogue."""
+    from training.snapshot import SnapshotConfig, build_snapshot
+
+    return build_snapshot(warehouse, store, start, end, SnapshotConfig(include_covers=True))
+
+
 def build_catalogue(root: Path, n: int, *, all_files: bool, generated: int = GENERATED) -> tuple:
     """A migrated warehouse and a store with ``n`` covers; returns (warehouse, store, new song
     ids, the earlier weeks' manifest keys). With ``all_files`` every cover has its bytes in the
@@ -61,7 +69,7 @@ def build_catalogue(root: Path, n: int, *, all_files: bool, generated: int = GEN
     from sleeve.store import open_store
     from sleeve.warehouse.duckdb_backend import DuckDBWarehouse
     from training.dataset import decode_image
-    from training.snapshot import build_snapshot, held_out_key
+    from training.snapshot import held_out_key
 
     warehouse, store = DuckDBWarehouse(root / "warehouse.duckdb"), open_store(f"file://{root / 'store'}")
     warehouse.migrate()
@@ -111,7 +119,7 @@ def build_catalogue(root: Path, n: int, *, all_files: bool, generated: int = GEN
     earlier_keys = set()
     for w in range(1, 5):
         start = WEEK_START - timedelta(days=7 * w)
-        earlier = build_snapshot(warehouse, store, start, start + timedelta(days=7))
+        earlier = snapshot(warehouse, store, start, start + timedelta(days=7))
         warehouse.upsert("training_runs", [{"run_id": f"run-{w}", "kind": "style", "status": "trained",
                                             "decision": "promote", "interval_start": start,
                                             "manifest_uri": earlier["uri"]}])
@@ -139,7 +147,7 @@ def quadratic_snapshot(warehouse, store) -> dict:
     from training.dataset import decode_image, read_image_bytes
     from training.snapshot import SnapshotConfig, assign_splits, select_candidates
 
-    config = SnapshotConfig(reference_weeks=0)
+    config = SnapshotConfig(reference_weeks=0, include_covers=True)  # the same candidates as snapshot()
     rows, _, _ = select_candidates(warehouse, store, WEEK_START, WEEK_END, config)
     items, dropped, digests, kept = [], [], set(), []
     for row in rows:
@@ -217,7 +225,7 @@ def _seconds(times: list[float]) -> list[float]:
 
 def run() -> dict:
     from sleeve.phash import near_duplicates
-    from training.snapshot import SnapshotConfig, build_snapshot
+    from training.snapshot import SnapshotConfig
 
     values, sleeve_at = {}, {}
     bits = SnapshotConfig().phash_distance
@@ -225,7 +233,7 @@ def run() -> dict:
         label = f"{n // 1000}k"
         with tempfile.TemporaryDirectory(prefix="sleeve-bench-snapshot-") as tmp:
             warehouse, store, new, keep = build_catalogue(Path(tmp), n, all_files=n == SIZES[0])
-            times, snap = _rounds(lambda w=warehouse, s=store: build_snapshot(w, s, WEEK_START, WEEK_END),
+            times, snap = _rounds(lambda w=warehouse, s=store: snapshot(w, s, WEEK_START, WEEK_END),
                                   lambda w=warehouse, s=store, ids=new, k=keep: _reset(w, s, ids, k))
             sleeve_at[n] = times
             hashes = _stored_hashes(warehouse)

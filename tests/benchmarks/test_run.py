@@ -72,10 +72,9 @@ def test_snapshot_bench_baseline_does_the_same_work(tmp_path):
     """The snapshot benchmark's quadratic baseline and the snapshot keep the same images (a
     small catalogue; the timings belong to `make bench`)."""
     from benchmarks import snapshot as bench
-    from training.snapshot import build_snapshot
 
     warehouse, store, new, keep = bench.build_catalogue(tmp_path, 300, all_files=True, generated=12)
-    snap = build_snapshot(warehouse, store, bench.WEEK_START, bench.WEEK_END)
+    snap = bench.snapshot(warehouse, store, bench.WEEK_START, bench.WEEK_END)
     assert snap["counts"]["duplicates"] == 6 and snap["hashed_now"] == len(new) + 12  # planted; new this week
     assert snap["counts"]["reference"] > 0 and snap["counts"]["reference_weeks"] == 4
     bench._reset(warehouse, store, new, keep)
