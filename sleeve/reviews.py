@@ -18,6 +18,15 @@ from sleeve.warehouse import Warehouse
 MIN_RATING, MAX_RATING = 1, 5
 MAX_COMMENT_CHARS = 2000
 
+# The reviews that count, for every reader that learns from them (the snapshot, the preference
+# pairs): one per user and image (averaged), by a known user, before the interval's @end.
+PER_USER_RATINGS_SQL = """
+  SELECT image_id, user_id, AVG(rating) AS rating, MAX(created_at) AS last_at
+  FROM reviews
+  WHERE created_at < @end AND rating BETWEEN 1 AND 5 AND user_id IS NOT NULL
+  GROUP BY image_id, user_id
+"""
+
 
 class ReviewError(ValueError):
     """A review that must not be stored; the message says why."""

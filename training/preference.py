@@ -23,16 +23,12 @@ from collections.abc import Callable
 from datetime import datetime
 from itertools import combinations
 
+from sleeve.reviews import PER_USER_RATINGS_SQL
 from sleeve.store import ObjectStore
 from sleeve.warehouse import Warehouse
 
-PAIRS_SQL = """
-WITH per_user AS (
-  SELECT image_id, user_id, AVG(rating) AS rating, MAX(created_at) AS last_at
-  FROM reviews
-  WHERE created_at < @end AND rating BETWEEN 1 AND 5 AND user_id IS NOT NULL
-  GROUP BY image_id, user_id
-), rated AS (
+PAIRS_SQL = f"""
+WITH per_user AS ({PER_USER_RATINGS_SQL}), rated AS (
   SELECT image_id, AVG(rating) AS rating, COUNT(*) AS reviewers, MAX(last_at) AS last_at
   FROM per_user GROUP BY image_id
 ), requests AS (

@@ -48,6 +48,7 @@ from datetime import datetime
 
 from sleeve.ids import content_hash, sha256_bytes
 from sleeve.phash import near_duplicates, parse_phash, phash_hex
+from sleeve.reviews import PER_USER_RATINGS_SQL
 from sleeve.store import ObjectStore, open_uri, read_json
 from sleeve.warehouse import Warehouse
 from training.dataset import decode_image, read_image_bytes
@@ -92,13 +93,8 @@ class SnapshotConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-GENERATED_SQL = """
-WITH valid AS (
-  SELECT image_id, user_id, AVG(rating) AS rating, MAX(created_at) AS last_at
-  FROM reviews
-  WHERE created_at < @end AND rating BETWEEN 1 AND 5 AND user_id IS NOT NULL
-  GROUP BY image_id, user_id
-)
+GENERATED_SQL = f"""
+WITH valid AS ({PER_USER_RATINGS_SQL})
 SELECT i.image_id, i.request_id, i.uri, i.sha256, i.phash, i.width, i.height, i.model_version, i.adapters,
        i.manifest_uri, p.positive AS caption, p.song_id, s.source AS song_source, s.album_id,
        g.kind AS request_kind, g.model_version AS request_model_version,
