@@ -12,6 +12,7 @@ from a byte-level alphabet plus merges for the project's own vocabulary, not dow
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -135,11 +136,11 @@ def ensure_tiny_sdxl(output_dir: str | Path) -> Path:
     marker = output_dir / ".complete"
     if marker.exists():
         return output_dir
-    with tempfile.TemporaryDirectory(dir=output_dir.parent if output_dir.parent.exists() else None) as tmp:
+    # The temporary directory is a sibling so the rename never crosses file systems.
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output_dir.parent) as tmp:
         build_tiny_sdxl(tmp)
         if output_dir.exists():
-            import shutil
-
             shutil.rmtree(output_dir)
         Path(tmp).rename(output_dir)
         Path(tmp).mkdir()  # TemporaryDirectory cleans up the (now empty) name it created
