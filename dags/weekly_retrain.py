@@ -11,7 +11,8 @@
   captioned crawled covers with `include_covers` (off: nobody rated them); nothing a personal (DreamBooth) adapter made; deduplicated (perceptual
   hashes stored once per image); split by group (a song's or album's images together, else a
   request's) into train and held-out val (`val_fraction`); a *reference* set of the held-out
-  images of the last `reference_weeks` promoted weeks; an immutable manifest in the store. Too
+  images of the last `reference_weeks` promoted weeks, and with `replay` their train-side images
+  join this week's train split; an immutable manifest in the store. Too
   few images: the run is recorded `skipped` with the reason.
 - **objective**: `sft` trains on the liked images; `dpo` runs Diffusion-DPO on the week's
   preference pairs (two covers of one request whose ratings differ by at least `min_rating_gap`)
@@ -85,6 +86,8 @@ from sleeve_airflow.gpu import GPU_TASK
                               description="Share of the snapshot's groups held out for the gate."),
         "reference_weeks": Param(4, type="integer", minimum=0,
                                  description="Earlier promoted weeks whose held-out images form the reference set."),
+        "replay": Param(True, type="boolean",
+                        description="Train on those weeks' well-rated images too (train side), not this week's only."),
         "steps": Param(80, type="integer", minimum=1, description="Training steps."),
         "batch_size": Param(8, type="integer", minimum=1, description="Images per training step."),
         "learning_rate": Param(1e-3, type="number", exclusiveMinimum=0, description="LoRA learning rate."),
@@ -111,7 +114,7 @@ from sleeve_airflow.gpu import GPU_TASK
                                 description="Fewer held-out images: the champion is kept."),
         "min_val_improvement": Param(0.0, type="number", minimum=0, maximum=1,
                                      description="The val-loss interval must end below minus this (relative)."),
-        "max_reference_degradation": Param(0.0, type="number", minimum=0, maximum=1,
+        "max_reference_degradation": Param(0.02, type="number", minimum=0, maximum=1,
                                            description="The reference-loss interval may end at most this (relative)."),
         "min_reference_images": Param(4, type="integer", minimum=2,
                                       description="Fewer reference images: the reference rule is skipped."),
@@ -119,7 +122,7 @@ from sleeve_airflow.gpu import GPU_TASK
                             description="Confidence of the paired bootstrap intervals."),
         "bootstrap_samples": Param(2000, type="integer", minimum=100, description="Paired bootstrap resamples."),
         "max_blank_images": Param(0, type="integer", minimum=0, description="Blank eval renders allowed."),
-        "max_stat_distance_increase": Param(0.10, type="number", minimum=0,
+        "max_stat_distance_increase": Param(0.5, type="number", minimum=0,
                                             description="Colour-statistics distance increase allowed."),
         "min_clip_score_delta": Param(-0.5, type="number",
                                       description="CLIP score change allowed (when clip_model is set)."),

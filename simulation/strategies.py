@@ -21,7 +21,7 @@ class Strategy:
 STRATEGIES = {s.name: s for s in (
     Strategy("none", "no retraining: the base model all along"),
     Strategy("seed", "the original service's rule: fine-tune on every generated image rated >= 3, promote always",
-             retrain={"min_rating": 3.0, "include_covers": False, "canary": False}, promote_always=True),
+             retrain={"min_rating": 3.0, "include_covers": False, "replay": False, "canary": False}, promote_always=True),
     Strategy("sleeve", "Sleeve's offline loop: rating filter, gate, registry (the challenger goes straight to "
              "production)", retrain={"canary": False}),
     Strategy("dpo", "as sleeve, trained by Diffusion-DPO on the week's review pairs against production, the same "

@@ -35,6 +35,12 @@ reviews: the held-out items of the last ``reference_weeks`` earlier snapshots wh
 passed the gate (a kept week may be the one with bad data) and was not retired as a canary (its
 users said no: that week's data may be the bad one), minus any image or group in this snapshot. The gate requires the challenger not to be worse on it.
 
+With ``replay`` (the default) the train split also holds the images of those same trusted weeks
+(reviewed in their intervals, passing today's filter, on the train side of the split): a
+week's few liked images would otherwise be learnt for many epochs and forgotten the next week.
+An image last reviewed in an untrusted week (kept by the gate, retired as a canary, or older
+than ``reference_weeks``) is not replayed, so a week with bad reviews is never learnt later.
+
 The manifest is written once at ``training/snapshots/<content hash>.json`` (the same selection
 always gives the same URI) and carries counts, including held-out counts per source. Fewer
 than ``min_examples`` usable images means ``skip_reason`` is set: the DAG skips training.
@@ -72,6 +78,7 @@ class SnapshotConfig:
     min_side: int = 32  # smaller images are dropped as too small
     val_fraction: float = 0.25  # share of groups held out for the gate's validation loss
     reference_weeks: int = 4  # earlier promoted weeks whose held-out items form the reference set
+    replay: bool = True  # those weeks' train-side images are trained on again
     min_rating_gap: float = 1.0  # preference pairs: ratings within one request at least this far apart
     objective: str = "sft"  # sft | dpo | sft+dpo: what the snapshot must hold enough of to train
     min_pairs: int = 4  # dpo: fewer train pairs means skip
@@ -98,13 +105,13 @@ WITH valid AS ({PER_USER_RATINGS_SQL})
 SELECT i.image_id, i.request_id, i.uri, i.sha256, i.phash, i.width, i.height, i.model_version, i.adapters,
        i.manifest_uri, p.positive AS caption, p.song_id, s.source AS song_source, s.album_id,
        g.kind AS request_kind, g.model_version AS request_model_version,
-       AVG(v.rating) AS mean_rating, COUNT(*) AS reviewers
+       AVG(v.rating) AS mean_rating, COUNT(*) AS reviewers, MAX(v.last_at) AS reviewed_at
 FROM images AS i
 JOIN valid AS v ON v.image_id = i.image_id
 LEFT JOIN prompts AS p ON p.prompt_id = i.prompt_id
 LEFT JOIN songs AS s ON s.song_id = p.song_id
 LEFT JOIN generation_requests AS g ON g.request_id = i.request_id
-WHERE i.image_id IN (SELECT image_id FROM valid WHERE last_at >= @start)
+WHERE i.image_id IN (SELECT image_id FROM valid WHERE last_at >= @since)
 GROUP BY i.image_id, i.request_id, i.uri, i.sha256, i.phash, i.width, i.height, i.model_version, i.adapters,
          i.manifest_uri, p.positive, p.song_id, s.source, s.album_id, g.kind, g.model_version
 HAVING COUNT(*) >= @min_reviews AND AVG(v.rating) >= @min_rating
@@ -122,7 +129,7 @@ ORDER BY c.song_id, p.created_at DESC, p.prompt_id
 """
 
 REFERENCE_SQL = """
-SELECT interval_start, manifest_uri FROM training_runs
+SELECT interval_start, interval_end, manifest_uri FROM training_runs
 WHERE kind = 'style' AND status = 'trained' AND decision = 'promote' AND manifest_uri IS NOT NULL
   AND interval_start < @start
   AND NOT EXISTS (SELECT 1 FROM model_versions AS v WHERE v.version = training_runs.model_version
@@ -201,14 +208,30 @@ class Lineage:
         return None
 
 
+def _replayed_week(reviewed_at, trusted: list[dict]) -> str | None:
+    """The trusted week (its interval start) an image was last reviewed in, else None."""
+    for week in trusted:
+        if week["interval_start"] <= reviewed_at < week["interval_end"]:
+            return str(week["interval_start"])
+    return None
+
+
 def select_candidates(warehouse: Warehouse, store: ObjectStore, start: datetime, end: datetime,
-                      config: SnapshotConfig) -> tuple[list[dict], list[dict], int]:
+                      config: SnapshotConfig, trusted: list[dict] = ()) -> tuple[list[dict], list[dict], int]:
     """(rows worth checking in a stable order: generated images first, then covers; rows
-    dropped for unknown lineage; number of personal images left out)."""
+    dropped for unknown lineage; number of personal images left out). ``trusted``: the earlier
+    weeks (``earlier_snapshots``) whose images are replayed; each replayed row has ``replay``."""
     rows, unknown, personal = [], [], 0
     lineage = Lineage(warehouse, store)
-    for row in warehouse.query(GENERATED_SQL, {"start": start, "end": end, "min_rating": float(config.min_rating),
+    trusted = [w for w in trusted if w.get("interval_end")] if config.replay else []
+    since = min([start] + [w["interval_start"] for w in trusted])
+    for row in warehouse.query(GENERATED_SQL, {"since": since, "end": end, "min_rating": float(config.min_rating),
                                                "min_reviews": int(config.min_reviews)}):
+        replay = None
+        if row["reviewed_at"] < start:
+            replay = _replayed_week(row["reviewed_at"], trusted)
+            if replay is None:  # last reviewed in a week the gate did not trust
+                continue
         why = lineage.personal(row)
         if why:
             personal += 1
@@ -221,6 +244,7 @@ def select_candidates(warehouse: Warehouse, store: ObjectStore, start: datetime,
         rows.append({"source": "generated", "ref": row["image_id"], "uri": row["uri"], "sha256": row["sha256"],
                      "caption": row["caption"] or "", "rating": round(float(row["mean_rating"]), 4),
                      "reviews": int(row["reviewers"]), "model_version": row["model_version"], "group": group,
+                     **({"replay": replay} if replay else {}),
                      "_phash": row["phash"], "_size": (row["width"], row["height"])})
     if config.include_covers:
         seen = set()
@@ -388,14 +412,16 @@ def build_snapshot(warehouse: Warehouse, store: ObjectStore, start: datetime, en
                    config: SnapshotConfig | None = None) -> dict:
     """Select, check, split and write the manifest; returns ``{"uri", "counts", "skip_reason", ...}``."""
     config = config or SnapshotConfig()
-    candidates, unknown, personal = select_candidates(warehouse, store, start, end, config)
+    earlier = earlier_snapshots(warehouse, start, config.reference_weeks)
+    candidates, unknown, personal = select_candidates(warehouse, store, start, end, config, earlier)
     items, dropped, fills = _check(candidates, store, config)
     _store_hashes(warehouse, fills)
     dropped = unknown + dropped
-    items = assign_splits(items, config)
+    # An earlier week's held-out image stays evidence (the reference), never training data.
+    items = [i for i in assign_splits(items, config) if not (i.get("replay") and i["split"] == VAL)]
     prefs = build_pairs(warehouse, store, start, end, min_rating_gap=config.min_rating_gap, group_of=row_group,
                         split_of=split_of_groups(items, config.val_fraction))
-    reference = build_reference(store, earlier_snapshots(warehouse, start, config.reference_weeks), items)
+    reference = build_reference(store, earlier, items)
     val = [i for i in items if i["split"] == VAL]
     split = {"method": SPLIT_METHOD, "val_fraction": config.val_fraction,
              TRAIN: len(items) - len(val), VAL: len(val),
@@ -408,6 +434,7 @@ def build_snapshot(warehouse: Warehouse, store: ObjectStore, start: datetime, en
         "train": split[TRAIN], "val": split[VAL],
         "val_generated": split["val_by_source"]["generated"], "val_covers": split["val_by_source"]["cover"],
         "reference": len(reference["items"]), "reference_weeks": sum(w["items"] > 0 for w in reference["weeks"]),
+        "replayed": sum(bool(i.get("replay")) for i in items),
         "dropped": len(dropped), "duplicates": sum("duplicate" in d["reason"] for d in dropped),
         "unreadable": sum(d["reason"].startswith("unreadable") for d in dropped),
         "lineage_unknown": len(unknown), "personal_excluded": personal,

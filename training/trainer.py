@@ -345,11 +345,16 @@ def per_sample_loss(parts: Components, latents, cond: dict, time_ids, timesteps,
     return loss
 
 
-def validation_losses(parts: Components, data: PreparedData, timesteps=(100, 300, 500, 700, 900),
+VALIDATION_TIMESTEPS = tuple(range(25, 1000, 50))  # 20 levels: a gate week has only tens of images
+
+
+def validation_losses(parts: Components, data: PreparedData, timesteps=VALIDATION_TIMESTEPS,
                       seed: int = 1234) -> list[float]:
     """Per-image loss (mean over fixed noise levels) with noise drawn from (``seed``, the image's
     content hash, the noise level): an image gets the same noise whatever else is evaluated
-    and in whatever order, so two adapters' losses pair image by image."""
+    and in whatever order, so two adapters' losses pair image by image. Twenty levels, not
+    five: on 15 held-out images the paired interval of a real 5 % gain went from
+    [-8.6 %, +0.8 %] (not resolved) to [-7.6 %, -0.4 %]."""
     import torch
 
     out = []

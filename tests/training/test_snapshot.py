@@ -183,3 +183,61 @@ def test_near_duplicate_search_finds_what_a_full_scan_finds():
         assert all(twins[twins[n]] is None and distance(hashes[n], hashes[twins[n]]) <= d
                    for n in range(len(hashes)) if twins[n] is not None)
         assert sum(t is not None for t in twins) > (len(hashes) - 600) // 2
+
+
+def _rated_week(warehouse, store, week: int, start, rating=5, n=12):
+    """``n`` images of ``n`` songs (no album), each reviewed once on the week's second day."""
+    from sleeve.ids import sha256_bytes
+    from tests.training.conftest import png
+
+    day = start + timedelta(days=1)
+    prompts, images, reviews = [], [], []
+    for i in range(n):
+        ref, data = f"w{week}i{i}", png(7000 + week * 100 + i)
+        store.put_bytes(f"images/{ref}.png", data)
+        prompts.append({"prompt_id": f"p-{ref}", "song_id": f"s-{ref}", "positive": f"album cover {ref}",
+                        "created_at": day - timedelta(days=3)})
+        images.append({"image_id": ref, "request_id": f"r-{ref}", "image_index": 0, "uri": store.uri(f"images/{ref}.png"),
+                       "sha256": sha256_bytes(data), "prompt_id": f"p-{ref}", "seed": i, "model_version": "base",
+                       "width": 72, "height": 64, "created_at": day})
+        reviews.append({"review_id": f"rv-{ref}", "image_id": ref, "user_id": "u1", "rating": rating, "created_at": day})
+    for table, rows in (("prompts", prompts), ("images", images), ("reviews", reviews)):
+        warehouse.upsert(table, rows)
+
+
+def test_replay_trains_again_on_trusted_weeks_only(warehouse, store):
+    """Week 1 was promoted, week 2 kept (its reviews may be the bad ones): week 3's snapshot
+    trains on week 1's train-side images again, never on week 2's, and week 1's held-out
+    images stay evidence (the reference), never training data."""
+    from sleeve.store import open_uri, read_json
+    from training.snapshot import TRAIN, VAL, SnapshotConfig, build_snapshot
+
+    weeks = [WEEK_START + timedelta(days=7 * k) for k in range(4)]
+    for week in (1, 2, 3):
+        _rated_week(warehouse, store, week, weeks[week - 1])
+    config = SnapshotConfig(val_fraction=0.3)
+    earlier = {}
+    for week, decision in ((1, "promote"), (2, "keep")):
+        snap = build_snapshot(warehouse, store, weeks[week - 1], weeks[week], config)
+        earlier[week] = read_json(*open_uri(snap["uri"]))
+        warehouse.upsert("training_runs", [{
+            "run_id": f"run{week}", "kind": "style", "status": "trained", "decision": decision,
+            "manifest_uri": snap["uri"], "model_version": f"style-w{week}",
+            "interval_start": weeks[week - 1], "interval_end": weeks[week]}])
+    assert earlier[1]["counts"]["replayed"] == 0  # nothing was trusted before week 1
+
+    manifest = read_json(*open_uri(build_snapshot(warehouse, store, weeks[2], weeks[3], config)["uri"]))
+    replayed = [i for i in manifest["items"] if i.get("replay")]
+    week1_train = {i["ref"] for i in earlier[1]["items"] if i["split"] == TRAIN}
+    week1_val = {i["ref"] for i in earlier[1]["items"] if i["split"] == VAL}
+    assert week1_train and week1_val
+    assert {i["ref"] for i in replayed} == week1_train
+    assert {i["split"] for i in replayed} == {TRAIN} and {i["replay"] for i in replayed} == {str(weeks[0])}
+    assert not any(i["ref"].startswith("w2") for i in manifest["items"])  # the kept week is never learnt
+    assert {i["ref"] for i in manifest["reference"]["items"]} == week1_val
+    assert manifest["counts"]["replayed"] == len(week1_train)
+    assert {i["ref"] for i in manifest["items"] if not i.get("replay")} == {f"w3i{n}" for n in range(12)}
+
+    alone = read_json(*open_uri(build_snapshot(warehouse, store, weeks[2], weeks[3],
+                                               SnapshotConfig(val_fraction=0.3, replay=False))["uri"]))
+    assert alone["counts"]["replayed"] == 0 and {i["ref"][:2] for i in alone["items"]} == {"w3"}
