@@ -122,7 +122,7 @@ from sleeve_airflow.gpu import GPU_TASK
                             description="Confidence of the paired bootstrap intervals."),
         "bootstrap_samples": Param(2000, type="integer", minimum=100, description="Paired bootstrap resamples."),
         "max_blank_images": Param(0, type="integer", minimum=0, description="Blank eval renders allowed."),
-        "max_stat_distance_increase": Param(0.5, type="number", minimum=0,
+        "max_stat_distance_increase": Param(1.0, type="number", minimum=0,
                                             description="Colour-statistics distance increase allowed."),
         "min_clip_score_delta": Param(-0.5, type="number",
                                       description="CLIP score change allowed (when clip_model is set)."),

@@ -43,7 +43,7 @@ class GateRules:
     bootstrap_samples: int = 2000
     bootstrap_seed: int = 0
     max_blank_images: int = 0
-    max_stat_distance_increase: float = 0.5  # absolute, colour statistics vs the held-out images: a collapse guard
+    max_stat_distance_increase: float = 1.0  # absolute, colour statistics vs the held-out images: a collapse guard
     min_clip_score_delta: float = -0.5  # only when both have clip_score
 
     def __post_init__(self):
