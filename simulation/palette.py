@@ -9,6 +9,7 @@ checks that none is missing.
 
 from __future__ import annotations
 
+import functools
 import re
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -55,6 +56,11 @@ def colour_rgb(name: str) -> tuple[int, int, int] | None:
 def prompt_colours(prompt: str) -> list[tuple[int, int, int]]:
     """The colours a prompt names in its "... colour palette" phrase (or anywhere, when it has
     none), in order. Longest names first, so "deep blue" is not read as "blue"."""
+    return list(_prompt_colours(prompt))
+
+
+@functools.lru_cache(maxsize=4096)  # every user rates the same few prompts: parse each once
+def _prompt_colours(prompt: str) -> tuple[tuple[int, int, int], ...]:
     text = prompt.lower()
     if "colour palette" in text:
         text = text.split("colour palette")[0].rsplit(" mood,", 1)[-1]
@@ -65,4 +71,4 @@ def prompt_colours(prompt: str) -> list[tuple[int, int, int]]:
             if re.search(rf"\b{re.escape(name)}\b", words):
                 found.append(COLOURS[name])
                 words = words.replace(name, " ")
-    return found
+    return tuple(found)

@@ -62,6 +62,14 @@ class Features:
     subject_offset: float  # 0 = a distinct subject in the middle .. 1 = none, or in a corner
     edges: float
     pixels: object = field(repr=False)  # H x W x 3 floats in [0, 1]
+    # palette_fidelity per prompt: a function of the picture and the prompt, not of the user,
+    # so 60 users rating one cover compute it once
+    _palette: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def palette_fidelity(self, prompt: str) -> float | None:
+        if prompt not in self._palette:
+            self._palette[prompt] = palette_fidelity(self.pixels, prompt)
+        return self._palette[prompt]
 
     @classmethod
     def of(cls, image) -> Features:
@@ -140,7 +148,7 @@ class Component:
             return 1.0 - f.subject_offset
         if self.kind == "minimal":
             return math.exp(-f.edges / self.scale)
-        return palette_fidelity(f.pixels, prompt)
+        return f.palette_fidelity(prompt)
 
 
 @dataclass(frozen=True)
