@@ -135,7 +135,8 @@ class Crawler:
         self._pending: list[tuple[str, list[Item]]] = []
         self._errored: set[str] = set()
         self._cover_lock = threading.Lock()
-        self._covers: dict[str, tuple] = {}  # cover URL -> ("ok", fields) | ("failed", exception)
+        self._covers: dict[str, tuple] = {}  # cover URL -> ("ok", fields) | ("failed", exception) | ("none", None)
+        self._fetching: dict[str, threading.Event] = {}  # cover URL -> set once its fetch has settled
         self._seen: dict[str, str] = {}  # song_id -> item_key recorded in this run
         self.first_error: str | None = None
 
@@ -235,30 +236,48 @@ class Crawler:
         """Fetch, validate and store the song's cover (once per cover URL: songs of one album
         share it) and set ``item.cover``; a cover that fails is its own item, the song stays."""
         url = self._cover_key(item)
-        with self._cover_lock:
-            known = self._covers.get(url)
-        if known is None:
-            try:
-                got = client.cover(item.record)
-                if got is None:
-                    return []
-                data, source_url = got
-                cover = validate_cover(data, self.limits)
-                uri, _ = store_cover(self.store, data, cover)
-                known = ("ok", {"sha256": cover.sha256, "uri": uri, "width": cover.width, "height": cover.height,
-                                "format": cover.format, "size_bytes": cover.size_bytes, "phash": cover.phash,
-                                "source_url": source_url})
-            except (Blocked, CoverError, FetchError) as exc:
-                known = ("failed", exc)
+        while True:
             with self._cover_lock:
-                self._covers[url] = known
+                known = self._covers.get(url)
+                fetching = None if known else self._fetching.get(url)
+                if known is None and fetching is None:
+                    self._fetching[url] = claim = threading.Event()
+            if known is not None:
+                break
+            if fetching is not None:  # another song of the album is fetching it: wait for that, never ask twice
+                fetching.wait()
+                continue
+            try:
+                known = self._fetch_cover(item, client)
+            finally:
+                with self._cover_lock:
+                    if known is not None:
+                        self._covers[url] = known
+                    del self._fetching[url]
+                claim.set()
         status, value = known
+        if status == "none":
+            return []
         if status == "failed":
             failed = failure_item(f"{work.key}:cover", value, cover=True)
             failed.url = failed.url or item.record.cover_url
             return [failed]
         item.cover = {**value, "license": client.licence(item.record), "attribution": client.attribution(item.record)}
         return []
+
+    def _fetch_cover(self, item: Item, client) -> tuple:
+        try:
+            got = client.cover(item.record)
+            if got is None:
+                return ("none", None)
+            data, source_url = got
+            cover = validate_cover(data, self.limits)
+            uri, _ = store_cover(self.store, data, cover)
+            return ("ok", {"sha256": cover.sha256, "uri": uri, "width": cover.width, "height": cover.height,
+                           "format": cover.format, "size_bytes": cover.size_bytes, "phash": cover.phash,
+                           "source_url": source_url})
+        except (Blocked, CoverError, FetchError) as exc:
+            return ("failed", exc)
 
     # -- recording (main thread) -------------------------------------------------------------
     def done_work(self) -> set[str]:

@@ -241,3 +241,24 @@ def test_a_slow_warehouse_write_spaces_out_the_next_batch(warehouse, store):
     assert warehouse.count("crawl_items") == warehouse.count("quarantine") == 1
     crawler.flush()  # nothing pending: no write, the spacing stays
     assert FLUSH_SHARE * took * 0.99 <= crawler.flush_gap_s
+
+
+def test_songs_of_one_album_in_flight_at_once_fetch_its_cover_once(warehouse, store):
+    """Many workers, 50 ms latency: several songs of an album reach their cover together; one
+    fetches it, the others wait for it (a second request would spend the CDN's rate limit)."""
+    from collections import Counter
+
+    from crawlers.crawl import Crawler, sample_clients
+    from crawlers.http import HttpClient
+
+    catalogue = build_catalogue(n_songs=40, seed=5, defects=False)
+    http = HttpClient("Sleeve-test/0 ( tests@example.invalid )", rate_per_host=50.0, max_workers=32)
+    crawler = Crawler(warehouse, store, run_id="covers-once", stage="crawl:sample", interval=WEEK1)
+    with SampleSite(catalogue, latency_s=0.05) as site:
+        stats = crawler.run(http, [crawler.plan(kind, c, CrawlRequest()) for kind, c in sample_clients(http, site.urls)])
+    http.close()
+    covers = Counter(h.path for h in site.hits if h.path.startswith(("/cm2/", "/release/", "/img/")))
+    shared = sum(1 for a in catalogue.albums if len(a.songs) > 1 and a.cover)
+    assert stats["new"] == len(catalogue.songs) and shared >= 3  # albums whose songs share a cover
+    assert covers and max(covers.values()) == 1, [p for p, n in covers.items() if n > 1]
+    assert warehouse.query("SELECT COUNT(DISTINCT sha256) AS n FROM covers")[0]["n"] == len(store.list("covers"))
