@@ -44,6 +44,7 @@ COUNTED = ("new", "updated", "unchanged", "quarantined", "filtered", "blocked", 
 # FetchError kinds that retrying cannot fix, as quarantine reasons
 PERMANENT_REASONS = {"not_found": "not_found", "redirect": "bad_redirect", "bad_url": "bad_url",
                      "too_large": "too_large", "http": "http_error"}
+FLUSH_SHARE = 4.0  # a batch waits at least this many times as long as the last write took
 COVER_FIELDS = ("sha256", "uri", "width", "height", "format", "size_bytes", "phash", "source_url", "license",
                 "attribution")
 
@@ -118,20 +119,24 @@ def failure_item(key: str, exc: Exception, *, cover: bool = False) -> Item:
 class Crawler:
     def __init__(self, warehouse, store, *, run_id: str, stage: str, interval: tuple[datetime, datetime],
                  limits: CoverLimits | None = None, since: date | None = None, flush_every: int = 5000,
-                 flush_interval_s: float = 1.0):
+                 flush_interval_s: float = 2.0):
         self.warehouse, self.store, self.run_id, self.stage = warehouse, store, run_id, stage
         self.interval_start, self.ts = interval
         self.limits, self.since = limits or CoverLimits(), since
         # Each warehouse write has a fixed cost (a MERGE: on the embedded DuckDB of a busy machine
         # up to seconds, whatever the row count), so items are written in batches: what finished
-        # within each flush_interval_s, and at the latest every flush_every items. A crash loses at
-        # most the unwritten batch (re-fetched on resume; covers are content-addressed, so nothing
-        # is stored twice). flush_every=1 writes item by item.
+        # within each flush_interval_s (at least FLUSH_SHARE x the last write's duration, so the
+        # writes take at most a quarter of the recording thread, which at the politeness ceiling
+        # shares two cores with the fetching), and at the latest every flush_every items. A crash
+        # loses at most the unwritten batch (re-fetched on resume; covers are content-addressed,
+        # so nothing is stored twice). flush_every=1 writes item by item.
         self.flush_every, self.flush_interval_s = max(1, flush_every), flush_interval_s
+        self.flush_gap_s = flush_interval_s  # how long the next batch waits after the last write began
         self._pending: list[tuple[str, list[Item]]] = []
         self._errored: set[str] = set()
         self._cover_lock = threading.Lock()
-        self._covers: dict[str, tuple] = {}  # cover URL -> ("ok", fields) | ("failed", exception)
+        self._covers: dict[str, tuple] = {}  # cover URL -> ("ok", fields) | ("failed", exception) | ("none", None)
+        self._fetching: dict[str, threading.Event] = {}  # cover URL -> set once its fetch has settled
         self._seen: dict[str, str] = {}  # song_id -> item_key recorded in this run
         self.first_error: str | None = None
 
@@ -231,30 +236,48 @@ class Crawler:
         """Fetch, validate and store the song's cover (once per cover URL: songs of one album
         share it) and set ``item.cover``; a cover that fails is its own item, the song stays."""
         url = self._cover_key(item)
-        with self._cover_lock:
-            known = self._covers.get(url)
-        if known is None:
-            try:
-                got = client.cover(item.record)
-                if got is None:
-                    return []
-                data, source_url = got
-                cover = validate_cover(data, self.limits)
-                uri, _ = store_cover(self.store, data, cover)
-                known = ("ok", {"sha256": cover.sha256, "uri": uri, "width": cover.width, "height": cover.height,
-                                "format": cover.format, "size_bytes": cover.size_bytes, "phash": cover.phash,
-                                "source_url": source_url})
-            except (Blocked, CoverError, FetchError) as exc:
-                known = ("failed", exc)
+        while True:
             with self._cover_lock:
-                self._covers[url] = known
+                known = self._covers.get(url)
+                fetching = None if known else self._fetching.get(url)
+                if known is None and fetching is None:
+                    self._fetching[url] = claim = threading.Event()
+            if known is not None:
+                break
+            if fetching is not None:  # another song of the album is fetching it: wait for that, never ask twice
+                fetching.wait()
+                continue
+            try:
+                known = self._fetch_cover(item, client)
+            finally:
+                with self._cover_lock:
+                    if known is not None:
+                        self._covers[url] = known
+                    del self._fetching[url]
+                claim.set()
         status, value = known
+        if status == "none":
+            return []
         if status == "failed":
             failed = failure_item(f"{work.key}:cover", value, cover=True)
             failed.url = failed.url or item.record.cover_url
             return [failed]
         item.cover = {**value, "license": client.licence(item.record), "attribution": client.attribution(item.record)}
         return []
+
+    def _fetch_cover(self, item: Item, client) -> tuple:
+        try:
+            got = client.cover(item.record)
+            if got is None:
+                return ("none", None)
+            data, source_url = got
+            cover = validate_cover(data, self.limits)
+            uri, _ = store_cover(self.store, data, cover)
+            return ("ok", {"sha256": cover.sha256, "uri": uri, "width": cover.width, "height": cover.height,
+                           "format": cover.format, "size_bytes": cover.size_bytes, "phash": cover.phash,
+                           "source_url": source_url})
+        except (Blocked, CoverError, FetchError) as exc:
+            return ("failed", exc)
 
     # -- recording (main thread) -------------------------------------------------------------
     def done_work(self) -> set[str]:
@@ -283,6 +306,12 @@ class Crawler:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
+        try:
+            self._write(pending)
+        finally:
+            self.flush_gap_s = max(self.flush_interval_s, FLUSH_SHARE * (time.monotonic() - self._last_flush))
+
+    def _write(self, pending: list[tuple[str, list[Item]]]) -> None:
         ids = [stable_id(i.record.source, i.record.source_id) for _, items in pending for i in items if i.record]
         cover_columns = ", ".join(f"c.{c} AS cover_{c}" for c in (*COVER_FIELDS, "created_at"))
         previous = {r["song_id"]: r for r in self.warehouse.query(
@@ -362,21 +391,21 @@ class Crawler:
     def run(self, http: HttpClient, plans: list[Work], on_item=None) -> dict:
         """Plan and crawl on one scheduler: each plan's work is queued as soon as it is planned,
         so one source's pages are fetched while another is still being planned. The main thread
-        records results as they come and writes them once per ``flush_interval_s``, everything
-        finished by then in one batch (the slower the warehouse, the bigger the batch)."""
-        done = self.done_work()
+        records results as they come and writes them once per ``flush_interval_s`` (longer while
+        writes are slow, see ``FLUSH_SHARE``), everything finished by then in one batch."""
         scheduler = HostScheduler(http.limiter, http.max_workers)
-        self._last_flush = time.monotonic()
         try:
-            for plan in plans:
-                scheduler.submit(self.fetch, plan, host_of(plan.url))
+            for plan in plans:  # planning fetches go out while the ledger is read (it is needed
+                scheduler.submit(self.fetch, plan, host_of(plan.url))  # only once a plan is in)
+            done = self.done_work()
+            self._last_flush = time.monotonic()
             while scheduler.outstanding:
-                wait = max(0.0, self._last_flush + self.flush_interval_s - time.monotonic())
+                wait = max(0.0, self._last_flush + self.flush_gap_s - time.monotonic())
                 try:
                     self._take(scheduler, *scheduler.get(timeout=wait if self._pending else None), done, on_item)
                 except queue.Empty:
                     pass
-                if self._pending and time.monotonic() - self._last_flush >= self.flush_interval_s:
+                if self._pending and time.monotonic() - self._last_flush >= self.flush_gap_s:
                     while scheduler.pending_results():
                         self._take(scheduler, *scheduler.get(), done, on_item)
                     self.flush()

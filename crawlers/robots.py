@@ -21,6 +21,7 @@ class RobotsPolicy:
     def __init__(self, http: HttpClient, agent: str, *, obey: bool = True):
         self.http, self.agent, self.obey = http, agent, obey
         self._rules: dict[str, RobotFileParser] = {}
+        self._fetching: dict[str, threading.Lock] = {}  # root -> held while its robots.txt is fetched
         self._lock = threading.Lock()
         if not obey:
             log.warning("robots.txt is IGNORED by explicit operator opt-out (obey_robots=False); "
@@ -32,19 +33,24 @@ class RobotsPolicy:
         with self._lock:
             if root in self._rules:
                 return self._rules[root]
-        parser = RobotFileParser()
-        try:
-            resp = self.http.get(f"{root}/robots.txt", accept=(200, 404, 410))
-        except FetchError as exc:
-            log.warning("robots.txt at %s unavailable (%s): treating the site as disallowed", root, exc.reason)
-            parser.disallow_all = True
-        else:
-            if resp.status == 200:
-                parser.parse(resp.text.splitlines())
+            fetching = self._fetching.setdefault(root, threading.Lock())
+        with fetching:  # threads asking at once wait for one fetch instead of each asking the host
+            with self._lock:
+                if root in self._rules:
+                    return self._rules[root]
+            parser = RobotFileParser()
+            try:
+                resp = self.http.get(f"{root}/robots.txt", accept=(200, 404, 410))
+            except FetchError as exc:
+                log.warning("robots.txt at %s unavailable (%s): treating the site as disallowed", root, exc.reason)
+                parser.disallow_all = True
             else:
-                parser.allow_all = True
-        with self._lock:
-            self._rules[root] = parser
+                if resp.status == 200:
+                    parser.parse(resp.text.splitlines())
+                else:
+                    parser.allow_all = True
+            with self._lock:
+                self._rules[root] = parser
         return parser
 
     def allowed(self, url: str) -> bool:

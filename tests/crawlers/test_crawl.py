@@ -210,3 +210,55 @@ def test_recrawl_keeps_first_seen_times(sleeve_env, warehouse, store):
     assert {k: r["updated_at"] for k, r in covers2.items()} == {k: WEEK2[1] if k in moved else WEEK1[1]
                                                                 for k in covers2}
     assert any(r["updated_at"] == WEEK2[1] for r in songs2.values())
+
+
+def test_a_slow_warehouse_write_spaces_out_the_next_batch(warehouse, store):
+    """A batch waits FLUSH_SHARE x as long as the last write took (writes take at most about
+    1 / FLUSH_SHARE of the recording thread), never less than flush_interval_s."""
+    import time
+
+    from crawlers.crawl import FLUSH_SHARE, Crawler, Item
+
+    class SlowWarehouse:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def upsert(self, table, rows):
+            time.sleep(0.1)
+            return self.inner.upsert(table, rows)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    crawler = Crawler(SlowWarehouse(warehouse), store, run_id="slow", stage="crawl:sample", interval=WEEK1,
+                      flush_interval_s=0.05)
+    assert crawler.flush_gap_s == 0.05
+    crawler.record("melon:chart-row:1", [Item("melon:chart-row:1", None, outcome="quarantined", reason="duplicate")])
+    started = time.monotonic()
+    crawler.flush()  # a quarantine row and its ledger row: two slow upserts
+    took = time.monotonic() - started
+    assert took >= 0.2 and FLUSH_SHARE * took * 0.99 <= crawler.flush_gap_s <= FLUSH_SHARE * took
+    assert warehouse.count("crawl_items") == warehouse.count("quarantine") == 1
+    crawler.flush()  # nothing pending: no write, the spacing stays
+    assert FLUSH_SHARE * took * 0.99 <= crawler.flush_gap_s
+
+
+def test_songs_of_one_album_in_flight_at_once_fetch_its_cover_once(warehouse, store):
+    """Many workers, 50 ms latency: several songs of an album reach their cover together; one
+    fetches it, the others wait for it (a second request would spend the CDN's rate limit)."""
+    from collections import Counter
+
+    from crawlers.crawl import Crawler, sample_clients
+    from crawlers.http import HttpClient
+
+    catalogue = build_catalogue(n_songs=40, seed=5, defects=False)
+    http = HttpClient("Sleeve-test/0 ( tests@example.invalid )", rate_per_host=50.0, max_workers=32)
+    crawler = Crawler(warehouse, store, run_id="covers-once", stage="crawl:sample", interval=WEEK1)
+    with SampleSite(catalogue, latency_s=0.05) as site:
+        stats = crawler.run(http, [crawler.plan(kind, c, CrawlRequest()) for kind, c in sample_clients(http, site.urls)])
+    http.close()
+    covers = Counter(h.path for h in site.hits if h.path.startswith(("/cm2/", "/release/", "/img/")))
+    shared = sum(1 for a in catalogue.albums if len(a.songs) > 1 and a.cover)
+    assert stats["new"] == len(catalogue.songs) and shared >= 3  # albums whose songs share a cover
+    assert covers and max(covers.values()) == 1, [p for p, n in covers.items() if n > 1]
+    assert warehouse.query("SELECT COUNT(DISTINCT sha256) AS n FROM covers")[0]["n"] == len(store.list("covers"))

@@ -131,3 +131,25 @@ def test_proxies_come_from_the_environment_once_per_host(site, monkeypatch):
         client.get("http://direct.invalid/robots.txt")
     monkeypatch.delenv("HTTP_PROXY")
     assert client.get("http://via-proxy.invalid/robots.txt").status == 200  # read once for this host
+
+
+def test_a_refused_connection_is_a_transient_network_error(http):
+    import socket
+
+    with socket.socket() as probe:  # a loopback port that nothing listens on once this closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(FetchError, match="ConnectionError .* after 3 retries") as err:
+        http.get(f"http://127.0.0.1:{port}/robots.txt")
+    assert err.value.kind == "network" and not err.value.permanent and http.stats["retries"] == 3
+
+
+def test_headers_the_server_sees_and_connections_are_kept_alive(site):
+    client = HttpClient("Sleeve-test/0 ( tests@example.invalid )", rate_per_host=200.0, max_retries=0,
+                        headers={"X-Extra": "1"})
+    for _ in range(5):
+        assert client.get(site.urls["melon"] + "/robots.txt").status == 200
+    pool = client.pools.connection_from_url(site.urls["melon"])
+    assert pool.num_connections == 1 and pool.num_requests == 5  # one keep-alive connection for all five
+    assert {h.user_agent for h in site.hits} == {"Sleeve-test/0 ( tests@example.invalid )"}
+    client.close()

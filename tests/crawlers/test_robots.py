@@ -31,3 +31,28 @@ def test_partial_disallow_and_browser_headers(catalogue, http):
         ua = {h.user_agent for h in site.hits if h.path.startswith("/chart")}
     assert record.album_id == entries[0].album_id
     assert all(u.startswith("Mozilla/5.0") for u in ua)
+
+
+def test_threads_asking_at_once_share_one_robots_fetch(catalogue):
+    import threading
+
+    from crawlers.http import HttpClient
+    from crawlers.robots import RobotsPolicy
+    from crawlers.sample_site import SampleSite
+
+    http = HttpClient("Sleeve-test/0 ( tests@example.invalid )", rate_per_host=100.0)
+    policy = RobotsPolicy(http, "Sleeve-test")
+    with SampleSite(catalogue, latency_s=0.1) as site:
+        answers, start = [], threading.Barrier(6)
+
+        def ask():
+            start.wait()
+            answers.append(policy.allowed(site.urls["melon"] + "/song/detail.htm"))
+
+        threads = [threading.Thread(target=ask) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    http.close()
+    assert answers == [True] * 6 and [h.path for h in site.hits] == ["/robots.txt"]
