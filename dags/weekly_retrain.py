@@ -30,7 +30,9 @@
 - **conclude**: the gate decides promote/keep on paired evidence, a seeded paired bootstrap
   interval (`confidence`, `bootstrap_samples`) of the relative change of the mean loss:
   promote only with at least `min_val_images` held-out images, the interval's upper end below
-  `-min_val_improvement` (resolvably better), on the reference set an upper end at most
+  `-min_val_improvement` (resolvably better), or a held-out preference margin (the preferred
+  cover's loss lowered more than the dispreferred one's, over `min_pair_requests` requests)
+  resolvably below zero, and neither resolvably worse; on the reference set an upper end at most
   `max_reference_degradation` (skipped, and said so, with fewer than `min_reference_images`),
   at most `max_blank_images` blank renders, colour statistics within
   `max_stat_distance_increase`, CLIP score down at most `-min_clip_score_delta`. The reasons
@@ -116,6 +118,8 @@ from sleeve_airflow.gpu import GPU_TASK
                                      description="The val-loss interval must end below minus this (relative)."),
         "max_reference_degradation": Param(0.02, type="number", minimum=0, maximum=1,
                                            description="The reference-loss interval may end at most this (relative)."),
+        "min_pair_requests": Param(4, type="integer", minimum=2,
+                                   description="Fewer held-out requests with a rated pair: no preference margin."),
         "min_reference_images": Param(4, type="integer", minimum=2,
                                       description="Fewer reference images: the reference rule is skipped."),
         "confidence": Param(0.95, type="number", minimum=0.5, exclusiveMaximum=1,

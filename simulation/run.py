@@ -204,7 +204,7 @@ def run_strategy(name: str, plan: Plan, log=print) -> dict:
         requests = population.requests(week, start, songs, plan.activity)
         for user, song, at in requests:
             client.request_covers(ids[user.name], song, IMAGES_PER_REQUEST, at)
-        run_dag(dagbag, "batch_generate", render_at, conf=plan.generate)
+        run_dag(dagbag, "batch_generate", render_at, conf={**plan.generate, **strategy.generate})
         sabotaged = week == plan.sabotaged_week
         reviews, honest = [], []
         for user in population.users:

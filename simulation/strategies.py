@@ -15,6 +15,7 @@ class Strategy:
     name: str
     description: str
     retrain: dict | None = field(default=None)  # weekly_retrain run conf; None: never retrain
+    generate: dict = field(default_factory=dict)  # batch_generate run conf beyond the plan's
     promote_always: bool = False  # promote every trained model, whatever the gate said
 
 
@@ -26,8 +27,10 @@ STRATEGIES = {s.name: s for s in (
              "production)", retrain={"canary": False}),
     Strategy("dpo", "as sleeve, trained by Diffusion-DPO on the week's review pairs against production, the same "
              "GPU steps", retrain={"objective": "dpo", "canary": False}),
-    Strategy("canary", "Sleeve's default: the gate's winner serves a share of next week's requests and the "
-             "users' ratings decide", retrain={"canary": True}),
+    # 60 users ask for 60 covers a week: at the default 20 % the canary would get 12 requests,
+    # below canary_min_requests (20), and could never be promoted; half the week gives it 30.
+    Strategy("canary", "Sleeve's default: the gate's winner serves half of next week's requests and the "
+             "users' ratings decide", retrain={"canary": True}, generate={"canary_share": 0.5}),
 )}
 DEFAULT_STRATEGIES = ("none", "seed", "sleeve")
 

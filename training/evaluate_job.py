@@ -12,7 +12,11 @@ The gate's evidence is ``paired``: for the snapshot's held-out ``val`` split (im
 trained on) and for its ``reference`` set (earlier promoted weeks' held-out images), each
 image's diffusion loss under the champion and under the challenger, with the same noise at the
 same noise levels for both (:func:`training.trainer.validation_losses`), aligned by image:
-``{"ids", "sources", "weeks", "champion": [...], "challenger": [...]}``. Metrics per model:
+``{"ids", "sources", "weeks", "champion": [...], "challenger": [...]}``; and ``pairs``, the
+held-out preference pairs (two covers of one request its user rated at least ``min_rating_gap``
+apart, in the held-out groups), each image's loss under both models the same way and
+``"pairs": [[preferred index, dispreferred index, request id], ...]``: the evidence that the
+challenger moved towards what users preferred, whatever the objective. Metrics per model:
 ``val_loss`` (their mean), image statistics of renders of the fixed eval prompts (same prompts
 and seeds for both: brightness, contrast, saturation, distance of colour statistics to the
 held-out and reference generated images, blank images) and, when configured, ``clip_score`` (mean over the eval
@@ -36,7 +40,7 @@ from training.evaluate import (
     load_clip,
     stat_distance,
 )
-from training.snapshot import VAL, reference_items, split_items
+from training.snapshot import TRAIN, VAL, reference_items, split_items
 
 MAX_EVAL_IMAGES = 256
 
@@ -67,10 +71,12 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
                        tokenizers, encoders, sdxl, device, dtype)
     limit = int(config.get("max_eval_images", MAX_EVAL_IMAGES))
     held_out = split_items(manifest, VAL)
-    sets = {"val": _subset(held_out, limit), "reference": _subset(reference_items(manifest), limit)}
+    sets = {"val": _subset(held_out, limit), "reference": _subset(reference_items(manifest), limit),
+            "pairs": _pair_images(manifest, limit)}
     data = {name: PreparedData(parts, [Example.from_manifest(i) for i in items], resolution, config.get("cache_dir"),
                                cache_text=False) for name, items in sets.items()}
     paired = {name: _aligned(sets[name], data[name]) for name in sets}
+    paired["pairs"]["pairs"] = _pair_index(manifest, paired["pairs"]["ids"])
     # The colour statistics the renders should stay near: the well-rated generated images held
     # out this week and earlier weeks (covers are the catalogue's look, not what users rated).
     liked = [i["uri"] for name in ("val", "reference") for i in _by_uri(sets[name], data[name])
@@ -126,6 +132,31 @@ def _subset(items: list[dict], limit: int) -> list[dict]:
     """At most ``limit`` items, the same ones every time: the lowest content hashes (a stable
     sample across sources and weeks, unlike the manifest's order)."""
     return sorted(items, key=lambda i: (i.get("sha256") or "", i.get("uri") or ""))[:max(0, limit)]
+
+
+def _pair_images(manifest: dict, limit: int) -> list[dict]:
+    """The held-out pairs' images, each once (with its request's prompt as caption), at most
+    ``limit``, by request so that no pair loses one side."""
+    images: dict[str, dict] = {}
+    for pair in sorted((p for p in manifest.get("pairs") or [] if p.get("split", TRAIN) == VAL),
+                       key=lambda p: (p["request_id"], p["preferred"]["sha256"], p["dispreferred"]["sha256"])):
+        sides = [pair[side] for side in ("preferred", "dispreferred")]
+        new = [s for s in sides if s["sha256"] not in images]
+        if len(images) + len(new) > limit:
+            break
+        for side in new:
+            images[side["sha256"]] = {"source": "generated", "ref": side["ref"], "uri": side["uri"],
+                                      "sha256": side["sha256"], "caption": pair.get("caption", "")}
+    return list(images.values())
+
+
+def _pair_index(manifest: dict, ids: list[str]) -> list[list]:
+    """[preferred index, dispreferred index, request id] of each held-out pair whose two images
+    were evaluated (``ids``: the evaluated images' content hashes, in loss order)."""
+    index = {sha: n for n, sha in enumerate(ids)}
+    return [[index[p["preferred"]["sha256"]], index[p["dispreferred"]["sha256"]], p["request_id"]]
+            for p in manifest.get("pairs") or [] if p.get("split", TRAIN) == VAL
+            and p["preferred"]["sha256"] in index and p["dispreferred"]["sha256"] in index]
 
 
 def _by_uri(items: list[dict], prepared) -> list[dict]:

@@ -13,6 +13,14 @@ same interval. The rules, each a ``weekly_retrain`` Param:
   cannot resolve a difference.
 - val: the interval's upper end must be below ``-min_val_improvement`` (default 0: the whole
   interval below zero, i.e. resolvably better). An identical or noisy challenger is kept.
+- preference (held-out pairs: two covers of one request whose user rated them apart): the
+  *preference margin*, how much more the challenger lowered the preferred cover's loss than the
+  dispreferred one's, ``sum((chall_w - champ_w) - (chall_l - champ_l)) / sum((champ_w + champ_l) / 2)``
+  (negative = the challenger moved towards what users preferred), with its interval from a
+  bootstrap over requests (a request's pairs share images). It needs ``min_pair_requests``.
+  The liked-image loss alone cannot see what Diffusion-DPO learns (it moves the margin, not the
+  liked images' loss): the challenger is better when either interval resolves below its bar,
+  and is kept when either is resolvably worse (its lower end above zero).
 - reference (earlier promoted weeks' held-out images, evidence that does not come from the week
   under suspicion): the interval's upper end must not exceed ``max_reference_degradation``
   (default 2 %: a non-inferiority margin; with 0 an equally good challenger fails half the time
@@ -39,6 +47,7 @@ class GateRules:
     min_val_improvement: float = 0.0  # relative; the CI's upper end must be below minus this
     max_reference_degradation: float = 0.02  # relative; the CI's upper end on the reference at most this
     min_reference_images: int = 4
+    min_pair_requests: int = 4  # held-out requests with a preference pair the margin needs
     confidence: float = 0.95
     bootstrap_samples: int = 2000
     bootstrap_seed: int = 0
@@ -51,8 +60,9 @@ class GateRules:
             raise ValueError(f"confidence must be in [0.5, 1) (got {self.confidence}); e.g. 0.95")
         if self.bootstrap_samples < 100:
             raise ValueError(f"bootstrap_samples must be >= 100 (got {self.bootstrap_samples}); e.g. 2000")
-        if self.min_val_images < 2 or self.min_reference_images < 2:
-            raise ValueError("min_val_images and min_reference_images must be >= 2: one image has no interval")
+        if self.min_val_images < 2 or self.min_reference_images < 2 or self.min_pair_requests < 2:
+            raise ValueError("min_val_images, min_reference_images and min_pair_requests must be >= 2: "
+                             "one image or request has no interval")
 
     @classmethod
     def from_dict(cls, values: dict) -> GateRules:
@@ -86,6 +96,20 @@ def paired_effect(champion: list[float], challenger: list[float], rules: GateRul
             "finite": True}
 
 
+def preference_effect(pairs: dict, rules: GateRules) -> dict:
+    """The preference margin (see the module docstring) with a bootstrap over requests."""
+    champ, chall = pairs["champion"], pairs["challenger"]
+    scale: dict[str, float] = {}
+    moved: dict[str, float] = {}
+    for won, lost, request in pairs["pairs"]:
+        scale[request] = scale.get(request, 0.0) + (champ[won] + champ[lost]) / 2
+        moved[request] = moved.get(request, 0.0) + (chall[won] - champ[won]) - (chall[lost] - champ[lost])
+    requests = sorted(scale)
+    # paired_effect's ratio of sums with per-request "champion" = scale, "challenger" = scale + margin
+    effect = paired_effect([scale[r] for r in requests], [scale[r] + moved[r] for r in requests], rules)
+    return {**effect, "pairs": len(pairs["pairs"])}
+
+
 def _pct(x: float) -> str:
     """-0.031 -> "−3.1 %" (a true minus sign); zero -> "0.0 %"."""
     return "0.0 %" if x == 0 else f"{x * 100:+.1f} %".replace("-", "\u2212")
@@ -107,19 +131,21 @@ def decide(eval_result: dict, rules: GateRules | None = None) -> dict:
     champ, chall = eval_result["metrics"]["champion"], eval_result["metrics"]["challenger"]
     paired = eval_result.get("paired") or {}
     failed, passed, evidence = [], [], {}
+    better, worse, undecided = [], [], []  # per measured held-out measure (val loss, preference margin)
+    missing = []  # why a measure could not be taken: decisive only when no measure was taken
 
     def check(ok: bool, good: str, bad: str) -> None:
         (passed if ok else failed).append(good if ok else bad)
 
     val = paired.get("val")
     if val is None:
-        failed.append("no paired per-image losses on held-out images: the evaluation cannot show the challenger "
-                      "is better (see the evaluation notes)")
+        missing.append("no paired per-image losses on held-out images: the evaluation cannot show the challenger "
+                       "is better (see the evaluation notes)")
     elif not val.get("champion"):
-        failed.append("no held-out validation images: the challenger cannot be shown to generalise, champion kept")
+        missing.append("no held-out validation images: the challenger cannot be shown to generalise, champion kept")
     elif len(val["champion"]) < rules.min_val_images:
-        failed.append(f"only {len(val['champion'])} held-out image(s) {_sources(val)}, fewer than "
-                      f"min_val_images={rules.min_val_images}: too few to resolve a difference, champion kept")
+        missing.append(f"only {len(val['champion'])} held-out image(s) {_sources(val)}, fewer than "
+                       f"min_val_images={rules.min_val_images}: too few to resolve a difference, champion kept")
         if len(val["champion"]) >= 2:  # what was measured, shown but not used
             effect = evidence["val"] = paired_effect(val["champion"], val["challenger"], rules)
             if effect["finite"]:
@@ -132,8 +158,35 @@ def decide(eval_result: dict, rules: GateRules | None = None) -> dict:
             failed.append(f"val loss is not finite for one of the models ({effect['n']} held-out images)")
         else:
             bar = -rules.min_val_improvement
-            check(effect["high"] < bar, f"{text}: better (upper end below {_pct(bar)})",
-                  f"{text}: not resolvably better (needs the upper end below {_pct(bar)})")
+            better.append(effect["high"] < bar)
+            worse.append(effect["low"] > 0)
+            verdict = "better" if better[-1] else "resolvably worse" if worse[-1] else "not resolvably better"
+            undecided.append(f"{text}: {verdict} (upper end {'below' if better[-1] else 'needs to be below'} "
+                             f"{_pct(bar)})")
+
+    pairs = paired.get("pairs")
+    n_requests = len({p[2] for p in (pairs or {}).get("pairs") or []})
+    if pairs and n_requests >= rules.min_pair_requests:
+        effect = evidence["preference"] = preference_effect(pairs, rules)
+        text = (f"{_describe('preference margin', effect, rules, 'held-out requests')} "
+                f"({effect['pairs']} rated pairs)")
+        if not effect["finite"]:
+            failed.append(f"preference margin is not finite for one of the models ({effect['pairs']} pairs)")
+        else:
+            better.append(effect["high"] < 0)
+            worse.append(effect["low"] > 0)
+            verdict = ("better: it moved towards the covers users preferred" if better[-1]
+                       else "resolvably worse: it moved towards the covers users liked less" if worse[-1]
+                       else "not resolvably better")
+            undecided.append(f"{text}: {verdict}")
+    elif pairs and pairs.get("pairs"):
+        passed.append(f"preference rule skipped: only {n_requests} held-out request(s) with a rated pair, fewer "
+                      f"than min_pair_requests={rules.min_pair_requests}")
+    if better:  # better on either measure and resolvably worse on none
+        (passed if any(better) and not any(worse) else failed).extend(undecided)
+        passed.extend(m.replace(", champion kept", "") + " (not decisive: the other measure decides)" for m in missing)
+    else:
+        failed.extend(missing)
 
     reference = paired.get("reference")
     n_ref = len((reference or {}).get("champion") or [])
@@ -166,6 +219,6 @@ def decide(eval_result: dict, rules: GateRules | None = None) -> dict:
               f"clip_score dropped {delta:+.3f} < {rules.min_clip_score_delta}")
     decision = "keep" if failed else "promote"
     # A kept challenger's reasons: what failed, then the measured effects that passed.
-    context = [p for p in passed if p.startswith(("val loss", "reference"))]
+    context = [p for p in passed if p.startswith(("val loss", "reference", "preference"))]
     return {"decision": decision, "reasons": failed + context if failed else passed,
             "evidence": evidence, "rules": asdict(rules)}

@@ -101,6 +101,7 @@ def test_gate_thresholds_are_params_that_reach_the_gate(dagbag, warehouse, store
     params = dagbag.get_dag("weekly_retrain").params
     rules = GateRules()
     for name in ("min_val_images", "min_val_improvement", "max_reference_degradation", "min_reference_images",
+                 "min_pair_requests",
                  "confidence", "bootstrap_samples", "max_blank_images", "max_stat_distance_increase",
                  "min_clip_score_delta"):
         assert params[name] == getattr(rules, name), name

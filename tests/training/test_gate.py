@@ -136,3 +136,77 @@ def test_paired_effect_and_rules_validate():
         GateRules.from_dict({"max_val_loss_increase": 0.02})
     params = {"min_val_images": 30, "steps": 12, "confidence": 0.9}
     assert GateRules.from_params(params) == GateRules(min_val_images=30, confidence=0.9)
+
+
+def with_pairs(verdict_input, champ_w, champ_l, chall_w, chall_l, per_request=3):
+    """Held-out preference pairs (preferred w, dispreferred l), ``per_request`` pairs a request."""
+    n = len(champ_w)
+    losses = {"champion": [float(x) for x in np.concatenate([champ_w, champ_l])],
+              "challenger": [float(x) for x in np.concatenate([chall_w, chall_l])]}
+    verdict_input["paired"]["pairs"] = {**losses, "pairs": [[i, n + i, f"req{i // per_request}"] for i in range(n)]}
+    return verdict_input
+
+
+def test_the_preference_margin_promotes_what_users_preferred_and_keeps_its_mirror():
+    """Diffusion-DPO moves the margin, not the liked images' loss: a challenger that lowers the
+    preferred covers' loss more than the dispreferred ones' is better although its val loss is
+    flat; the same evidence mirrored (towards the covers users liked less) is kept."""
+    champ = losses(24)
+    flat = decide(result(champ, champ.copy()))
+    assert flat["decision"] == "keep"  # the val loss alone shows nothing
+    w, lose = losses(30, seed=3), losses(30, seed=4)
+    noise = np.random.default_rng(5).normal(0, 0.002, 30)
+    toward = with_pairs(result(champ, champ.copy()), w, lose, w * 0.97 + noise, lose * 1.0 - noise)
+    verdict = decide(toward)
+    assert verdict["decision"] == "promote", verdict["reasons"]
+    pref = verdict["evidence"]["preference"]
+    assert pref["n"] == 10 and pref["pairs"] == 30 and pref["low"] < pref["effect"] < pref["high"] < 0
+    expected = ((w * 0.97 + noise - w) - (lose - noise - lose)).sum() / ((w + lose) / 2).sum()
+    assert pref["effect"] == pytest.approx(expected)
+    assert any(r.startswith("preference margin \u2212") and "over 10 held-out requests (30 rated pairs): better"
+               in r for r in verdict["reasons"])
+    away = decide(with_pairs(result(champ, champ * 0.95), w, lose, w * 1.03 + noise, lose - noise))
+    assert away["decision"] == "keep"  # better on the liked images, but towards what users liked less
+    assert any("resolvably worse: it moved towards the covers users liked less" in r for r in away["reasons"])
+    same = decide(with_pairs(result(champ, champ.copy()), w, lose, w.copy(), lose.copy()))
+    assert same["decision"] == "keep"
+    # too few held-out requests: the margin is not used, and the reason says so
+    few = decide(with_pairs(result(champ, champ.copy()), w[:9], lose[:9], w[:9] * 0.9, lose[:9], per_request=3))
+    assert few["decision"] == "keep"
+    assert "preference rule skipped: only 3 held-out request(s) with a rated pair, fewer than min_pair_requests=4" \
+        in few["reasons"] + decide(with_pairs(result(champ, champ * 0.9), w[:9], lose[:9], w[:9], lose[:9]))["reasons"]
+
+
+def test_the_preference_margin_decides_when_too_few_liked_images_are_held_out():
+    champ = losses(2)
+    w, lose = losses(30, seed=3), losses(30, seed=4)
+    verdict = decide(with_pairs(result(champ, champ * 0.9), w, lose, w * 0.97, lose))
+    assert verdict["decision"] == "promote", verdict["reasons"]
+    assert any(r.startswith("only 2 held-out image(s)") and r.endswith("(not decisive: the other measure decides)")
+               for r in verdict["reasons"])
+    # a worse reference still keeps it: the margin is this week's evidence, not the reference's
+    ref = losses(32, seed=7)
+    kept = decide(with_pairs(result(champ, champ * 0.9, reference=(ref, ref * 1.05)), w, lose, w * 0.97, lose))
+    assert kept["decision"] == "keep"
+
+
+def test_the_evaluation_takes_each_held_out_pair_whole_and_each_image_once():
+    from training.evaluate_job import _pair_images, _pair_index
+
+    def image(n):
+        return {"ref": f"i{n}", "uri": f"file:///x/{n}.png", "sha256": f"{n:064x}"}
+
+    pairs = [{"request_id": "r1", "split": "val", "caption": "blue", "preferred": image(1), "dispreferred": image(2)},
+             {"request_id": "r1", "split": "val", "caption": "blue", "preferred": image(1), "dispreferred": image(3)},
+             {"request_id": "r2", "split": "val", "caption": "red", "preferred": image(4), "dispreferred": image(5)},
+             {"request_id": "r3", "split": "train", "caption": "x", "preferred": image(6), "dispreferred": image(7)}]
+    manifest = {"pairs": pairs}
+    images = _pair_images(manifest, limit=10)
+    assert [i["ref"] for i in images] == ["i1", "i2", "i3", "i4", "i5"]  # train pairs never, each image once
+    assert images[3]["caption"] == "red"
+    ids = [i["sha256"] for i in images]
+    assert _pair_index(manifest, ids) == [[0, 1, "r1"], [0, 2, "r1"], [3, 4, "r2"]]
+    # a limit never splits a pair: the evaluated images only ever hold whole pairs
+    small = _pair_images(manifest, limit=4)
+    assert [i["ref"] for i in small] == ["i1", "i2", "i3"]
+    assert _pair_index(manifest, [i["sha256"] for i in small]) == [[0, 1, "r1"], [0, 2, "r1"]]
