@@ -26,6 +26,7 @@ from typing import Protocol
 from sleeve.warehouse import Warehouse
 
 EMAIL_DOMAIN = "example.com"  # reserved: simulated users are never real people
+BUSY_RETRIES = 5
 
 
 class UserClient(Protocol):
@@ -105,6 +106,7 @@ class ApiClient:
         self._users: dict[str, object] = {}  # user_id -> its own httpx.AsyncClient (cookie jar)
         self._requests: dict[str, dict[str, datetime]] = {}  # user_id -> {request_id: asked at}
         self._owners: dict[str, str] = {}  # image uri -> the user who may see it
+        self.retried = 0  # calls answered 503 (warehouse busy) and made again
         self._runner.run(self._stack.enter_async_context(self.app.router.lifespan_context(self.app)))
         atexit.register(self.close)
 
@@ -131,9 +133,18 @@ class ApiClient:
 
     # --- calls ---------------------------------------------------------------------------
     async def _call(self, user_id: str, method: str, path: str, at: datetime | None = None, **kwargs):
+        """One call; a 503 (the warehouse busy) is retried after its Retry-After, as a client
+        should: every call the simulation makes is safe to repeat (reviews update, requests
+        carry their Idempotency-Key)."""
         if user_id not in self._users:
             raise KeyError(f"user {user_id!r} has not signed up through this client")
-        return await _at(at, self._users[user_id].request(method, path, **kwargs))
+        for _ in range(BUSY_RETRIES):
+            response = await _at(at, self._users[user_id].request(method, path, **kwargs))
+            if response.status_code != 503:
+                break
+            self.retried += 1
+            await asyncio.sleep(float(response.headers.get("retry-after", 1)))
+        return response
 
     def _one(self, user_id: str, method: str, path: str, at: datetime | None = None, ok=(200,), **kwargs):
         response = self._runner.run(self._call(user_id, method, path, at, **kwargs))

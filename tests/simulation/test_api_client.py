@@ -114,3 +114,31 @@ def test_the_service_refuses_to_date_a_call_made_outside_a_user_action(api):
     with pytest.raises(KeyError, match="list it with my_covers"):
         api.image_bytes("/api/images/00000000-0000-0000-0000-000000000000/thumb")
     assert ids
+
+
+def test_a_call_refused_while_another_process_holds_the_warehouse_is_made_again(world, warehouse, monkeypatch):
+    import subprocess
+    import sys
+
+    from simulation.client import ApiClient
+    from sleeve.settings import get_settings
+
+    monkeypatch.setenv("SLEEVE_SERVICE_DB_WAIT_S", "0.5")  # the service gives up on the file after 0.5 s
+    get_settings.cache_clear()
+    with ApiClient(get_settings(), warehouse) as api:
+        ids = api.sign_up(["sim-t-000"], WEEK)
+        song = api.songs()[0]
+        holder = subprocess.Popen([sys.executable, "-c", (
+            "import duckdb, sys, time\n"
+            "while True:\n"
+            "    try:\n        con = duckdb.connect(sys.argv[1]); break\n"
+            "    except duckdb.IOException:\n        time.sleep(0.02)\n"
+            "print('held', flush=True); time.sleep(2.5); con.close()"), str(world.warehouse_path)],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"  # (the service let go of it, idle)
+            request_id = api.request_covers(ids["sim-t-000"], song, 4, WEEK + timedelta(hours=1))
+        finally:
+            holder.wait(timeout=30)
+        assert api.retried >= 1  # it was refused (503 + Retry-After) at least once, then made
+    assert [r["request_id"] for r in warehouse.query("SELECT request_id FROM generation_requests")] == [request_id]
