@@ -32,11 +32,6 @@ def trained_base(sleeve_env, base_model, monkeypatch):
     get_settings.cache_clear()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured 2026-12-01: the gate does not promote week 1 (val loss +1.1 % [-5.6 %, +9.8 %] over 9 held-out "
-    "images): one week's well-rated images are too few for the paired interval to resolve the LoRA's gain, so "
-    "the loop does not learn and week 2 has no reference set (see README, make simulate). strict: passing "
-    "fails the run, so the marker goes when the loop learns"))
 def test_the_loop_follows_a_taste_the_base_model_misses_and_keeps_a_sabotaged_week(dagbag, trained_base):
     build_world()
     plan = Plan(weeks=2, taste=str(TASTES_DIR / "dark-minimal.json"), sabotaged_week=2, strategies=["sleeve"],
@@ -54,3 +49,4 @@ def test_the_loop_follows_a_taste_the_base_model_misses_and_keeps_a_sabotaged_we
                for r in series["gate_reasons"][1]), series["gate_reasons"][1]
     assert week2 == week1 and details["versions"][2] == details["versions"][1]
     json.dumps(result)  # the worker writes it as JSON
+    print('SIMRESULT', json.dumps(result))  # TEMP
