@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlsplit
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Header, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -28,7 +28,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import auth, covers, personal
 from service.auth import CSRF_COOKIE, SESSION_COOKIE, SESSION_MAX_AGE_S, AuthError, Sessions
-from service.covers import CoverRequest, NotFound, RequestProblem
+from service.clock import Clock, wall_clock
+from service.covers import Conflict, CoverRequest, NotFound, RequestProblem
 from service.generation import AirflowTrigger, EmbeddedWorker
 from service.warehouse import WarehouseBusy, service_warehouse
 from sleeve.settings import Settings
@@ -144,14 +145,15 @@ def service_secret(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def create_app(settings: Settings, *, worker: bool = True) -> FastAPI:
-    """The app for ``settings``. ``worker=False`` renders nothing (tests of the pages alone)."""
+def create_app(settings: Settings, *, worker: bool = True, clock: Clock = wall_clock) -> FastAPI:
+    """The app for ``settings``. ``worker=False`` renders nothing (tests of the pages alone, or
+    renders by batch_generate). ``clock`` dates what users do (sign-ups, requests, reviews)."""
     warehouse = service_warehouse(settings)
     store = open_store(settings.store_url)
     if settings.airflow_api_url:
         generator = AirflowTrigger(settings.airflow_api_url, settings.airflow_api_user, settings.airflow_api_password)
     else:
-        generator = EmbeddedWorker(warehouse, store, settings)
+        generator = EmbeddedWorker(warehouse, store, settings, clock=clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -171,8 +173,8 @@ def create_app(settings: Settings, *, worker: bool = True) -> FastAPI:
     app.state.settings, app.state.warehouse, app.state.store = settings, warehouse, store
     app.state.generator = generator
     sessions = Sessions(service_secret(settings))
-    labeller, gallery = covers.Labeller(), covers.Gallery()
-    reviews = app.state.reviews = covers.Reviews(warehouse, settings.service_db_wait_s)
+    labeller, gallery = covers.Labeller(clock=clock), covers.Gallery(clock=clock)
+    reviews = app.state.reviews = covers.Reviews(warehouse, settings.service_db_wait_s, clock)
     templates = Jinja2Templates(directory=HERE / "templates")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
@@ -211,6 +213,10 @@ def create_app(settings: Settings, *, worker: bool = True) -> FastAPI:
     async def bad_request(request: Request, exc: RequestProblem):
         return _problem(request, 422, str(exc))
 
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict):
+        return _problem(request, 409, str(exc))
+
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound):
         return _problem(request, 404, str(exc))
@@ -241,7 +247,7 @@ def create_app(settings: Settings, *, worker: bool = True) -> FastAPI:
     @app.post("/api/signup", status_code=201, response_model=Account, responses=ERRORS, tags=["account"])
     def api_signup(body: Credentials, request: Request, response: Response):
         """Create an account (the email is stored only masked and hashed) and sign in."""
-        user = auth.sign_up(warehouse, body.email, body.password, settings.pii_key)
+        user = auth.sign_up(warehouse, body.email, body.password, settings.pii_key, clock())
         _sign_in(response, request, user)
         return user
 
@@ -258,10 +264,13 @@ def create_app(settings: Settings, *, worker: bool = True) -> FastAPI:
         return {"signed_out": True}
 
     @app.post("/api/covers", status_code=202, response_model=Accepted, responses=ERRORS, tags=["covers"])
-    def api_create(body: CoverRequest, request: Request):
+    def api_create(body: CoverRequest, request: Request, idempotency_key: Annotated[str | None, Header(
+            pattern=r"^[!-~]{1,200}$", description="Optional: the same key again returns the same request "
+                                                    "(a retried POST makes no second request)")] = None):
         """Ask for covers of a song; they are rendered in the background (poll the status URL)."""
         user = _require(request)
-        request_id = covers.create_request(warehouse, labeller.get(warehouse), user["user_id"], body)
+        request_id = covers.create_request(warehouse, labeller.get(warehouse), user["user_id"], body, clock(),
+                                           idempotency_key)
         generator.notify()
         return {"request_id": request_id, "status_url": f"/api/requests/{request_id}"}
 
@@ -380,7 +389,7 @@ def create_app(settings: Settings, *, worker: bool = True) -> FastAPI:
                     password: Annotated[str, Form(max_length=300)], csrf: Annotated[str, Form(max_length=200)] = ""):
         _check_csrf(request, csrf)
         try:
-            user = auth.sign_up(warehouse, email, password, settings.pii_key)
+            user = auth.sign_up(warehouse, email, password, settings.pii_key, clock())
         except AuthError as exc:
             return page(request, "account.html", exc.status, mode="signup", error=str(exc))
         return _sign_in(RedirectResponse("/create", 303), request, user)
@@ -428,7 +437,7 @@ def create_app(settings: Settings, *, worker: bool = True) -> FastAPI:
                 lyrics=values["lyrics"] or None, keywords=_split(values["keywords"]), style=values["style"] or None,
                 colors=_split(values["colors"]), include_person=form.get("include_person") == "on",
                 num_images=int(values["num_images"]) if values["num_images"].isdigit() else covers.DEFAULT_IMAGES)
-            request_id = covers.create_request(warehouse, labeller.get(warehouse), user["user_id"], req)
+            request_id = covers.create_request(warehouse, labeller.get(warehouse), user["user_id"], req, clock())
         except ValidationError as exc:
             return page(request, "create.html", 422, form=values, error=validation_message(exc.errors()),
                         recent=covers.user_requests(warehouse, user["user_id"]))

@@ -66,8 +66,9 @@ def user_id_for(email_hash: str) -> str:
     return stable_id("user", email_hash)
 
 
-def sign_up(warehouse: Warehouse, email: str, password: str, pii_key: str) -> dict:
-    """Create the user and the account; returns ``{"user_id", "email_masked"}``."""
+def sign_up(warehouse: Warehouse, email: str, password: str, pii_key: str, now: datetime | None = None) -> dict:
+    """Create the user and the account (made at ``now``, default the wall clock); returns
+    ``{"user_id", "email_masked"}``."""
     email, password = normalise_email(email), check_password(password)
     email_hash = hash_email(email, pii_key)
     user_id = user_id_for(email_hash)
@@ -75,7 +76,7 @@ def sign_up(warehouse: Warehouse, email: str, password: str, pii_key: str) -> di
     # warehouse, which a retry completes) is the same user, from the same address hash.
     if warehouse.query("SELECT user_id FROM service_accounts WHERE user_id = @u", {"u": user_id}):
         raise AuthError("an account with this email already exists; sign in instead", 409)
-    now = datetime.now(UTC)  # when the account was made: an event time, not a key
+    now = now or datetime.now(UTC)  # when the account was made: an event time, not a key
     masked = mask_email(email)
     warehouse.upsert("users", [{"user_id": user_id, "email_hash": email_hash, "email_masked": masked,
                                 "display_name": masked.split("@", 1)[0], "is_demo": False, "created_at": now}])

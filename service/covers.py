@@ -32,6 +32,7 @@ from inference.labels import (
 )
 from inference.policy import policy_violations
 from inference.prompts import PROMPT_VERSION, build_prompt, prompt_row
+from service.clock import Clock, wall_clock
 from service.warehouse import WarehouseBusy
 from sleeve.ids import content_hash, stable_id
 from sleeve.reviews import record_reviews
@@ -51,6 +52,10 @@ class RequestProblem(ValueError):
 
 class NotFound(LookupError):
     """No such request or image for this user (another user's ids look exactly like missing ones)."""
+
+
+class Conflict(ValueError):
+    """The request contradicts one already made (an idempotency key reused for other covers)."""
 
 
 def _text(value: str | None, name: str, limit: int) -> str | None:
@@ -118,17 +123,20 @@ def policy_problems(req: CoverRequest) -> list[str]:
 
 
 class Labeller:
-    """The offline labeller fitted on the song corpus, refitted every ``refresh_s``."""
+    """The offline labeller fitted on the song corpus, refitted every ``refresh_s`` of the
+    service's clock: requested songs join the corpus, so which corpus labels a request must
+    follow the recorded times (a simulated run labels alike on every re-run), not the wall clock."""
 
-    def __init__(self, refresh_s: float = 600.0):
-        self.refresh_s = refresh_s
-        self._fitted: tuple[float, OfflineLabeller] | None = None
+    def __init__(self, refresh_s: float = 600.0, clock: Clock = wall_clock):
+        self.refresh_s, self.clock = refresh_s, clock
+        self._fitted: tuple[datetime, OfflineLabeller] | None = None
         self._lock = threading.Lock()
 
     def get(self, warehouse: Warehouse) -> OfflineLabeller:
         with self._lock:
-            if self._fitted is None or time.monotonic() - self._fitted[0] > self.refresh_s:
-                self._fitted = (time.monotonic(), OfflineLabeller(corpus_texts(warehouse)))
+            now = self.clock()
+            if self._fitted is None or abs((now - self._fitted[0]).total_seconds()) > self.refresh_s:
+                self._fitted = (now, OfflineLabeller(corpus_texts(warehouse)))
             return self._fitted[1]
 
 
@@ -158,11 +166,19 @@ def cover_labels(labeller: OfflineLabeller, song: Song, req: CoverRequest) -> tu
 
 
 def create_request(warehouse: Warehouse, labeller: OfflineLabeller, user_id: str, req: CoverRequest,
-                   now: datetime | None = None) -> str:
-    """Record a pending ``user`` request with its song, labels, prompt and inputs; returns its id."""
+                   now: datetime | None = None, idempotency_key: str | None = None) -> str:
+    """Record a pending ``user`` request with its song, labels, prompt and inputs; returns its id.
+
+    With an ``idempotency_key`` the id is a function of the user and the key, and asking again
+    with the same key returns that request untouched (a retried POST makes no second request and
+    never sends a rendered one back to pending); the same key for other covers is a Conflict."""
     problems = policy_problems(req)
     if problems:
         raise RequestProblem("the content policy does not allow this: " + "; ".join(problems))
+    # Every ask is new covers (seeds derive from the request id), unless it repeats a key.
+    request_id = stable_id("service-request", user_id, idempotency_key) if idempotency_key else str(uuid.uuid4())
+    if idempotency_key and _already_made(warehouse, request_id, req):
+        return request_id
     now = now or datetime.now(UTC)  # when the user asked: an event time; ids never use it
     song = Song(stable_id("service-song", req.title, req.artist, req.genre or "", req.lyrics or ""),
                 req.title, req.artist, "", req.genre or "", req.lyrics or "")
@@ -172,7 +188,6 @@ def create_request(warehouse: Warehouse, labeller: OfflineLabeller, user_id: str
         prompt = replace(prompt, negative=f"{prompt.negative}, {WITHOUT_PERSON}")
     variation = content_hash({"labels": labels, "negative": prompt.negative})
     prompt_id = stable_id(song.song_id, OFFLINE_VERSION, PROMPT_VERSION, variation)
-    request_id = str(uuid.uuid4())  # every ask is new covers (seeds derive from the request id)
     warehouse.upsert("songs", [{
         "song_id": song.song_id, "source": "service", "source_id": song.song_id, "title": song.title,
         "artist": song.artist, "genre": song.genre or None, "lyrics": song.lyrics or None,
@@ -188,6 +203,24 @@ def create_request(warehouse: Warehouse, labeller: OfflineLabeller, user_id: str
         "request_id": request_id, "song_id": song.song_id, "prompt_id": prompt_id, "user_id": user_id,
         "kind": "user", "num_images": req.num_images, "status": "pending", "created_at": now, "updated_at": now}])
     return request_id
+
+
+def _already_made(warehouse: Warehouse, request_id: str, req: CoverRequest) -> bool:
+    """True if ``request_id`` exists with these inputs; Conflict if it exists with others."""
+    made = warehouse.query(
+        "SELECT r.num_images, c.title, c.artist, c.genre, c.lyrics, c.keywords, c.style, c.colors, c.include_person"
+        " FROM generation_requests AS r JOIN cover_inputs AS c ON c.request_id = r.request_id"
+        " WHERE r.request_id = @id", {"id": request_id})
+    if not made:
+        return False
+    row = made[0]
+    same = (row["num_images"] == req.num_images and (row["title"], row["artist"], row["genre"], row["lyrics"],
+            row["style"], bool(row["include_person"])) == (req.title, req.artist, req.genre, req.lyrics, req.style,
+            req.include_person) and json.loads(row["keywords"] or "[]") == req.keywords
+            and json.loads(row["colors"] or "[]") == req.colors)
+    if not same:
+        raise Conflict("this Idempotency-Key was used for a different request; use a new key for new covers")
+    return True
 
 
 def _thumb(image_id: str) -> str:
@@ -267,8 +300,8 @@ class Reviews:
     wait for it, so a burst of reviews costs a few warehouse writes instead of one each.
     ``writes`` counts the calls made (for tests)."""
 
-    def __init__(self, warehouse: Warehouse, wait_s: float):
-        self.warehouse, self.wait_s = warehouse, wait_s
+    def __init__(self, warehouse: Warehouse, wait_s: float, clock: Clock = wall_clock):
+        self.warehouse, self.wait_s, self.clock = warehouse, wait_s, clock
         self._queue: list[dict] = []
         self._writing = False
         self._cond = threading.Condition()
@@ -278,7 +311,7 @@ class Reviews:
         """The one review of this user for their image (a second review updates it)."""
         own_image(self.warehouse, user_id, image_id)
         item = {"review": {"image_id": image_id, "user_id": user_id, "rating": rating, "comment": comment,
-                           "created_at": datetime.now(UTC)}, "done": False, "error": None}
+                           "created_at": self.clock()}, "done": False, "error": None}
         deadline = time.monotonic() + self.wait_s
         with self._cond:
             self._queue.append(item)
@@ -320,8 +353,8 @@ class Reviews:
 class Gallery:
     """The best-rated recent covers, cached for ``ttl_s`` (every visitor sees the same page)."""
 
-    def __init__(self, ttl_s: float = 1.0):
-        self.ttl_s = ttl_s
+    def __init__(self, ttl_s: float = 1.0, clock: Clock = wall_clock):
+        self.ttl_s, self.clock = ttl_s, clock
         self._cached: tuple[float, list[dict]] | None = None
         self._lock = threading.Lock()
 
@@ -329,7 +362,7 @@ class Gallery:
         with self._lock:
             if self._cached and time.monotonic() - self._cached[0] < self.ttl_s:
                 return self._cached[1]
-            since = datetime.now(UTC) - timedelta(days=GALLERY_DAYS)
+            since = self.clock() - timedelta(days=GALLERY_DAYS)
             rows = warehouse.query(
                 "SELECT v.image_id, AVG(v.rating) AS rating, COUNT(*) AS reviews, MAX(v.created_at) AS reviewed_at,"
                 " ANY_VALUE(s.title) AS title, ANY_VALUE(s.artist) AS artist FROM reviews AS v"

@@ -17,11 +17,11 @@ import select
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime
 
 import requests
 
 from inference.shards import load_requests, plan_shards, record_images
+from service.clock import Clock, wall_clock
 from service.warehouse import WarehouseBusy
 from sleeve.jobs import RESULT_NAME
 from sleeve.settings import Settings
@@ -187,8 +187,8 @@ class EmbeddedWorker:
     """Renders pending ``user`` requests in the background, one shard at a time."""
 
     def __init__(self, warehouse: Warehouse, store: ObjectStore, settings: Settings, *, poll_s: float = 2.0,
-                 shard_size: int = 8, batch_size: int = 4):
-        self.warehouse, self.store, self.settings = warehouse, store, settings
+                 shard_size: int = 8, batch_size: int = 4, clock: Clock = wall_clock):
+        self.warehouse, self.store, self.settings, self.clock = warehouse, store, settings, clock
         self.poll_s, self.shard_size = poll_s, shard_size
         self.config = json.dumps({"store_url": settings.store_url, "format": "png", "batch_size": batch_size})
         self.defaults = {"width": settings.gen_size, "height": settings.gen_size, "steps": settings.gen_steps}
@@ -264,6 +264,6 @@ class EmbeddedWorker:
         return {"manifest_uri": shard["manifest_uri"], "result_uri": f"{shard['output_uri']}/{RESULT_NAME}"}
 
     def _set_status(self, ids: list[str], status: str, reason: str | None = None) -> None:
-        now = datetime.now(UTC)
+        now = self.clock()
         self.warehouse.upsert("generation_requests", [
             {"request_id": rid, "status": status, "reason": reason, "updated_at": now} for rid in ids])

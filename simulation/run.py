@@ -159,23 +159,22 @@ def run_strategy(name: str, plan: Plan, log=print) -> dict:
     from airflow.dag_processing.dagbag import DagBag
     from sleeve_airflow.demo import run_dag
 
-    from simulation.client import WarehouseClient
+    from simulation.client import ApiClient
     from simulation.taste import Features
     from simulation.users import IMAGES_PER_REQUEST, Population, unit
     from sleeve import registry
     from sleeve.jobs import configure_cpu_threads
     from sleeve.settings import get_settings
-    from sleeve.store import open_store
     from sleeve.warehouse import open_warehouse
     from training.dataset import decode_image
 
     strategy = STRATEGIES[name]
     configure_cpu_threads()  # the held-out renders run in this process
     settings = get_settings()
-    warehouse, store = open_warehouse(settings), open_store(settings.store_url)
+    warehouse = open_warehouse(settings)
     taste = Taste.load(plan.taste)
     population = Population.of(taste, plan.users)
-    client = WarehouseClient(warehouse, store, settings.pii_key)
+    client = ApiClient(settings, warehouse)
     ids = client.sign_up(population.names, START - timedelta(days=1))
     songs = client.songs()
     if not songs:
