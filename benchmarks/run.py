@@ -3,6 +3,10 @@
     python -m benchmarks                    # every part
     python -m benchmarks --only generate    # some parts (comma-separated names)
 
+``--only`` re-runs those parts and keeps the other parts' entries of an existing bench.json, so
+one part can be measured again (on a quieter machine, after a change) and the table still holds
+every key; each part records when it was measured.
+
 The contract a part follows (plug one in by adding its module to PARTS):
 
 - ``run() -> dict`` returns ``{key: [one value per round]}`` for measurements and
@@ -86,22 +90,43 @@ def main(argv=None) -> int:
             print(f"{name}: key(s) {clash} already reported by another part; kept the first", file=sys.stderr)
         keys.update({k: v for k, v in entries.items() if k not in keys})
         descriptions.update(getattr(module, "DESCRIPTIONS", {}))
-        parts[name] = {"wall_s": round(time.perf_counter() - part_started, 1), "keys": sorted(entries)}
+        parts[name] = {"wall_s": round(time.perf_counter() - part_started, 1), "keys": sorted(entries),
+                       "measured_at": _now()}
         print(f"\n== {name} ({parts[name]['wall_s']} s)")
         for key, entry in entries.items():
             print(f"  {key:<52} {_show(entry)}")
     report = {
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "measured_at": _now(),
         "wall_s": round(time.perf_counter() - started, 1),
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
                     "processor": platform.processor(), "cpus": os.cpu_count()},
         "keys": keys, "descriptions": descriptions, "parts": parts, "failed": failed,
-        "missing": [k for k in REQUIRED if k not in keys],
     }
     out = settings.home / "bench.json"
+    if args.only and out.exists():
+        report = merge(json.loads(out.read_text()), report)
+    report["missing"] = [k for k in REQUIRED if k not in report["keys"]]
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False))
     print(f"\nwrote {out} in {report['wall_s']} s" + (f"; missing keys: {report['missing']}" if report["missing"] else ""))
     return 1 if failed else 0
+
+
+def merge(earlier: dict, now: dict) -> dict:
+    """``now`` (some parts re-run) over ``earlier``: the re-run parts' keys and records replace
+    theirs, every other part's stay as measured (with their own ``measured_at``)."""
+    rerun = set(now["parts"]) | set(now["failed"])
+    keys = {k: v for k, v in earlier.get("keys", {}).items() if v.get("part") not in rerun}
+    parts = {name: {"measured_at": earlier.get("measured_at"), **record}
+             for name, record in earlier.get("parts", {}).items() if name not in rerun}
+    failed = [name for name in earlier.get("failed", []) if name not in rerun] + now["failed"]
+    return {**now, "measured_at": earlier.get("measured_at", now["measured_at"]),
+            "wall_s": earlier.get("wall_s", now["wall_s"]), "keys": {**keys, **now["keys"]},
+            "descriptions": {**earlier.get("descriptions", {}), **now["descriptions"]},
+            "parts": {**parts, **now["parts"]}, "failed": failed}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _show(entry: dict) -> str:

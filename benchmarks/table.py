@@ -25,7 +25,7 @@ def render(report: dict) -> str:
     machine = report["machine"]
     lines = [f"Measured on {report['measured_at'][:10]} by `make bench` ({report['wall_s']:g} s; "
              f"{machine['cpus']} CPUs, {machine['platform']}, Python {machine['python']}). "
-             "Ratios are over baseline and Sleeve measured side by side in the same rounds.", "",
+             "Ratios are over baseline and Sleeve measured side by side in the same rounds." + _reruns(report), "",
              "| key | median (min-max, rounds) | what it measures, against what baseline |", "|---|---|---|"]
     keys, descriptions = report["keys"], report["descriptions"]
     order = [k for k in REQUIRED if k in descriptions] + sorted(k for k in descriptions if k not in REQUIRED)
@@ -41,6 +41,16 @@ def render(report: dict) -> str:
         if failed:
             lines.append("Parts that failed: " + ", ".join(failed) + ".")
     return "\n".join(lines)
+
+
+def _reruns(report: dict) -> str:
+    """The parts measured again later (``--only``), with when."""
+    later = sorted((record["measured_at"], name) for name, record in report.get("parts", {}).items()
+                   if record.get("measured_at") and record["measured_at"] > report["measured_at"])
+    if not later:
+        return ""
+    return " Re-run later with `--only`: " + ", ".join(f"{name} ({at[:16].replace('T', ' ')} UTC)"
+                                                        for at, name in later) + "."
 
 
 def _value(entry: dict) -> str:

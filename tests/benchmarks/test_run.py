@@ -86,3 +86,29 @@ def test_snapshot_bench_baseline_does_the_same_work(tmp_path):
     assert len(hashes) >= 300 - len(new) and bench.numpy_full_scan(hashes, 4) == near_duplicates(hashes, 4)
     # planted at 51, 151 and 251 (those at 1, 101 and 201 copy a cover whose hash is new this week)
     assert sum(t is not None for t in near_duplicates(hashes, 4)) == 3
+
+
+def test_a_part_run_again_replaces_its_keys_and_keeps_the_others():
+    def report(parts: dict, at: str, failed=()):
+        keys = {}
+        for name, values in parts.items():
+            keys.update(run.aggregate(values, name))
+        return {"measured_at": at, "wall_s": 10.0, "machine": {"cpus": 2, "platform": "Linux", "python": "3.11.7"},
+                "keys": keys, "descriptions": {"crawl_ceiling_fraction": "crawl", "generation_padding_waste": "gen"},
+                "parts": {name: {"wall_s": 1.0, "keys": sorted(values), "measured_at": at} for name in parts},
+                "failed": list(failed)}
+
+    full = report({"crawl": {"crawl_ceiling_fraction": [0.8, 0.85, 0.9], "crawl_old_only": 1},
+                   "generate": {"generation_padding_waste": 0}}, "2026-12-01T10:00:00Z")
+    again = run.merge(full, report({"crawl": {"crawl_ceiling_fraction": [0.91, 0.92, 0.93]}}, "2026-12-01T19:33:00Z"))
+    assert again["keys"]["crawl_ceiling_fraction"]["median"] == 0.92
+    assert "crawl_old_only" not in again["keys"]  # a re-run part's keys are all its new ones
+    assert again["keys"]["generation_padding_waste"] == full["keys"]["generation_padding_waste"]
+    assert again["parts"]["generate"]["measured_at"] == "2026-12-01T10:00:00Z"
+    assert again["measured_at"] == "2026-12-01T10:00:00Z"
+    text = table.render({**again, "missing": []})
+    assert "Re-run later with `--only`: crawl (2026-12-01 19:33 UTC)." in text
+    assert "| `crawl_ceiling_fraction` | **0.92** (0.91-0.93, 3) | crawl |" in text
+    # a part that fails on its re-run loses its old numbers: they no longer describe the code
+    broken = run.merge(full, report({}, "2026-12-01T20:00:00Z", failed=["crawl"]))
+    assert "crawl_ceiling_fraction" not in broken["keys"] and broken["failed"] == ["crawl"]
