@@ -131,7 +131,7 @@ def decide(eval_result: dict, rules: GateRules | None = None) -> dict:
     champ, chall = eval_result["metrics"]["champion"], eval_result["metrics"]["challenger"]
     paired = eval_result.get("paired") or {}
     failed, passed, evidence = [], [], {}
-    better, worse, undecided = [], [], []  # per measured held-out measure (val loss, preference margin)
+    measured = []  # (better, resolvably worse, reason) per held-out measure: val loss, preference margin
     missing = []  # why a measure could not be taken: decisive only when no measure was taken
 
     def check(ok: bool, good: str, bad: str) -> None:
@@ -158,11 +158,10 @@ def decide(eval_result: dict, rules: GateRules | None = None) -> dict:
             failed.append(f"val loss is not finite for one of the models ({effect['n']} held-out images)")
         else:
             bar = -rules.min_val_improvement
-            better.append(effect["high"] < bar)
-            worse.append(effect["low"] > 0)
-            verdict = "better" if better[-1] else "resolvably worse" if worse[-1] else "not resolvably better"
-            undecided.append(f"{text}: {verdict} (upper end {'below' if better[-1] else 'needs to be below'} "
-                             f"{_pct(bar)})")
+            better, worse = effect["high"] < bar, effect["low"] > 0
+            verdict = "better" if better else "resolvably worse" if worse else "not resolvably better"
+            measured.append((better, worse, f"{text}: {verdict} (upper end {'below' if better else 'needs to be below'} "
+                                            f"{_pct(bar)})"))
 
     pairs = paired.get("pairs")
     n_requests = len({p[2] for p in (pairs or {}).get("pairs") or []})
@@ -173,17 +172,17 @@ def decide(eval_result: dict, rules: GateRules | None = None) -> dict:
         if not effect["finite"]:
             failed.append(f"preference margin is not finite for one of the models ({effect['pairs']} pairs)")
         else:
-            better.append(effect["high"] < 0)
-            worse.append(effect["low"] > 0)
-            verdict = ("better: it moved towards the covers users preferred" if better[-1]
-                       else "resolvably worse: it moved towards the covers users liked less" if worse[-1]
+            better, worse = effect["high"] < 0, effect["low"] > 0
+            verdict = ("better: it moved towards the covers users preferred" if better
+                       else "resolvably worse: it moved towards the covers users liked less" if worse
                        else "not resolvably better")
-            undecided.append(f"{text}: {verdict}")
+            measured.append((better, worse, f"{text}: {verdict}"))
     elif pairs and pairs.get("pairs"):
         passed.append(f"preference rule skipped: only {n_requests} held-out request(s) with a rated pair, fewer "
                       f"than min_pair_requests={rules.min_pair_requests}")
-    if better:  # better on either measure and resolvably worse on none
-        (passed if any(better) and not any(worse) else failed).extend(undecided)
+    if measured:  # better on either measure and resolvably worse on none
+        ok = any(m[0] for m in measured) and not any(m[1] for m in measured)
+        (passed if ok else failed).extend(m[2] for m in measured)
         passed.extend(m.replace(", champion kept", "") + " (not decisive: the other measure decides)" for m in missing)
     else:
         failed.extend(missing)
