@@ -23,8 +23,7 @@ same interval. The rules, each a ``weekly_retrain`` Param:
   and is kept when either is resolvably worse (its lower end above zero).
 - reference (earlier promoted weeks' held-out images, evidence that does not come from the week
   under suspicion): the interval's upper end must not exceed ``max_reference_degradation``
-  (default 2 %: a non-inferiority margin; with 0 an equally good challenger fails half the time
-  on noise alone). With no reference yet, or fewer than
+  (default 0: not worse on the reference; a margin lets a week of bad reviews through). With no reference yet, or fewer than
   ``min_reference_images``, the rule is skipped and the reason says so.
 - ``max_blank_images`` blank renders of the eval prompts; ``max_stat_distance_increase`` for the
   distance of the renders' colour statistics to the held-out images; ``min_clip_score_delta``
@@ -45,7 +44,7 @@ from dataclasses import asdict, dataclass
 class GateRules:
     min_val_images: int = 4  # the paired interval decides; below 4 images it means little
     min_val_improvement: float = 0.0  # relative; the CI's upper end must be below minus this
-    max_reference_degradation: float = 0.02  # relative; the CI's upper end on the reference at most this
+    max_reference_degradation: float = 0.0  # relative; the CI's upper end on the reference at most this
     min_reference_images: int = 4
     min_pair_requests: int = 4  # held-out requests with a preference pair the margin needs
     confidence: float = 0.95

@@ -35,7 +35,8 @@ reviews: the held-out items of the last ``reference_weeks`` earlier snapshots wh
 passed the gate (a kept week may be the one with bad data) and was not retired as a canary (its
 users said no: that week's data may be the bad one), minus any image or group in this snapshot. The gate requires the challenger not to be worse on it.
 
-With ``replay`` (the default) the train split also holds the images of those same trusted weeks
+With ``replay`` (off by default: it keeps a challenger good on the reference whatever this
+week taught it, so the reference no longer sees a bad week) the train split also holds the images of those same trusted weeks
 (reviewed in their intervals, passing today's filter, on the train side of the split): a
 week's few liked images would otherwise be learnt for many epochs and forgotten the next week.
 An image last reviewed in an untrusted week (kept by the gate, retired as a canary, or older
@@ -78,7 +79,7 @@ class SnapshotConfig:
     min_side: int = 32  # smaller images are dropped as too small
     val_fraction: float = 0.25  # share of groups held out for the gate's validation loss
     reference_weeks: int = 4  # earlier promoted weeks whose held-out items form the reference set
-    replay: bool = True  # those weeks' train-side images are trained on again
+    replay: bool = False  # those weeks' train-side images are trained on again (masks a bad week: see README)
     min_rating_gap: float = 1.0  # preference pairs: ratings within one request at least this far apart
     objective: str = "sft"  # sft | dpo | sft+dpo: what the snapshot must hold enough of to train
     min_pairs: int = 4  # dpo: fewer train pairs means skip

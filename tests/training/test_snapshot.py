@@ -215,7 +215,7 @@ def test_replay_trains_again_on_trusted_weeks_only(warehouse, store):
     weeks = [WEEK_START + timedelta(days=7 * k) for k in range(4)]
     for week in (1, 2, 3):
         _rated_week(warehouse, store, week, weeks[week - 1])
-    config = SnapshotConfig(val_fraction=0.3)
+    config = SnapshotConfig(val_fraction=0.3, replay=True)
     earlier = {}
     for week, decision in ((1, "promote"), (2, "keep")):
         snap = build_snapshot(warehouse, store, weeks[week - 1], weeks[week], config)
@@ -239,5 +239,5 @@ def test_replay_trains_again_on_trusted_weeks_only(warehouse, store):
     assert {i["ref"] for i in manifest["items"] if not i.get("replay")} == {f"w3i{n}" for n in range(12)}
 
     alone = read_json(*open_uri(build_snapshot(warehouse, store, weeks[2], weeks[3],
-                                               SnapshotConfig(val_fraction=0.3, replay=False))["uri"]))
+                                               SnapshotConfig(val_fraction=0.3))["uri"]))  # the default: off
     assert alone["counts"]["replayed"] == 0 and {i["ref"][:2] for i in alone["items"]} == {"w3"}
