@@ -138,7 +138,7 @@ def _pair_images(manifest: dict, limit: int) -> list[dict]:
     """The held-out pairs' images, each once (with its request's prompt as caption), at most
     ``limit``, by request so that no pair loses one side."""
     images: dict[str, dict] = {}
-    for pair in sorted((p for p in manifest.get("pairs") or [] if p.get("split", TRAIN) == VAL),
+    for pair in sorted(_held_out_pairs(manifest),
                        key=lambda p: (p["request_id"], p["preferred"]["sha256"], p["dispreferred"]["sha256"])):
         sides = [pair[side] for side in ("preferred", "dispreferred")]
         new = [s for s in sides if s["sha256"] not in images]
@@ -155,8 +155,12 @@ def _pair_index(manifest: dict, ids: list[str]) -> list[list]:
     were evaluated (``ids``: the evaluated images' content hashes, in loss order)."""
     index = {sha: n for n, sha in enumerate(ids)}
     return [[index[p["preferred"]["sha256"]], index[p["dispreferred"]["sha256"]], p["request_id"]]
-            for p in manifest.get("pairs") or [] if p.get("split", TRAIN) == VAL
-            and p["preferred"]["sha256"] in index and p["dispreferred"]["sha256"] in index]
+            for p in _held_out_pairs(manifest)
+            if p["preferred"]["sha256"] in index and p["dispreferred"]["sha256"] in index]
+
+
+def _held_out_pairs(manifest: dict) -> list[dict]:
+    return [p for p in manifest.get("pairs") or [] if p.get("split", TRAIN) == VAL]
 
 
 def _by_uri(items: list[dict], prepared) -> list[dict]:
