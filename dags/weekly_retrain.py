@@ -11,7 +11,7 @@
   captioned crawled covers with `include_covers` (off: nobody rated them); nothing a personal (DreamBooth) adapter made; deduplicated (perceptual
   hashes stored once per image); split by group (a song's or album's images together, else a
   request's) into train and held-out val (`val_fraction`); a *reference* set of the held-out
-  images of the last `reference_weeks` promoted weeks, and with `replay` their train-side images
+  images and preference pairs of the last `reference_weeks` promoted weeks, and with `replay` their train-side images
   join this week's train split; an immutable manifest in the store. Too
   few images: the run is recorded `skipped` with the reason.
 - **objective**: `sft` trains on the liked images; `dpo` runs Diffusion-DPO on the week's
@@ -33,7 +33,8 @@
   `-min_val_improvement` (resolvably better), or a held-out preference margin (the preferred
   cover's loss lowered more than the dispreferred one's, over `min_pair_requests` requests)
   resolvably below zero, and neither resolvably worse; on the reference set an upper end at most
-  `max_reference_degradation` (skipped, and said so, with fewer than `min_reference_images`),
+  `max_reference_degradation` (skipped, and said so, with fewer than `min_reference_images`)
+  and a preference margin on the reference pairs not resolvably worse,
   at most `max_blank_images` blank renders, colour statistics within
   `max_stat_distance_increase`, CLIP score down at most `-min_clip_score_delta`. The reasons
   state each effect with its interval, e.g. `val loss −3.1 % [−5.0 %, −1.2 %] 95 % paired

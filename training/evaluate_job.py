@@ -16,7 +16,8 @@ same noise levels for both (:func:`training.trainer.validation_losses`), aligned
 held-out preference pairs (two covers of one request its user rated at least ``min_rating_gap``
 apart, in the held-out groups), each image's loss under both models the same way and
 ``"pairs": [[preferred index, dispreferred index, request id], ...]``: the evidence that the
-challenger moved towards what users preferred, whatever the objective. Metrics per model:
+challenger moved towards what users preferred, whatever the objective; and ``reference_pairs``,
+the same for the reference's pairs (earlier promoted weeks' held-out pairs). Metrics per model:
 ``val_loss`` (their mean), image statistics of renders of the fixed eval prompts (same prompts
 and seeds for both: brightness, contrast, saturation, distance of colour statistics to the
 held-out and reference generated images, blank images) and, when configured, ``clip_score`` (mean over the eval
@@ -40,7 +41,7 @@ from training.evaluate import (
     load_clip,
     stat_distance,
 )
-from training.snapshot import TRAIN, VAL, reference_items, split_items
+from training.snapshot import VAL, held_out_pairs, reference_items, reference_pairs, split_items
 
 MAX_EVAL_IMAGES = 256
 
@@ -71,12 +72,14 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
                        tokenizers, encoders, sdxl, device, dtype)
     limit = int(config.get("max_eval_images", MAX_EVAL_IMAGES))
     held_out = split_items(manifest, VAL)
+    pair_sets = {"pairs": held_out_pairs(manifest), "reference_pairs": reference_pairs(manifest)}
     sets = {"val": _subset(held_out, limit), "reference": _subset(reference_items(manifest), limit),
-            "pairs": _pair_images(manifest, limit)}
+            **{name: _pair_images(pairs, limit) for name, pairs in pair_sets.items()}}
     data = {name: PreparedData(parts, [Example.from_manifest(i) for i in items], resolution, config.get("cache_dir"),
                                cache_text=False) for name, items in sets.items()}
     paired = {name: _aligned(sets[name], data[name]) for name in sets}
-    paired["pairs"]["pairs"] = _pair_index(manifest, paired["pairs"]["ids"])
+    for name, pairs in pair_sets.items():
+        paired[name]["pairs"] = _pair_index(pairs, paired[name]["ids"])
     # The colour statistics the renders should stay near: the well-rated generated images held
     # out this week and earlier weeks (covers are the catalogue's look, not what users rated).
     liked = [i["uri"] for name in ("val", "reference") for i in _by_uri(sets[name], data[name])
@@ -86,6 +89,9 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
     if sets["reference"]:
         notes.append(f"reference: {len(data['reference'].examples)} held-out image(s) of "
                      f"{len(set(paired['reference']['weeks']))} earlier promoted week(s)")
+    if paired["reference_pairs"]["pairs"]:
+        notes.append(f"reference pairs: {len(paired['reference_pairs']['pairs'])} held-out preference pair(s) of "
+                     f"earlier promoted weeks")
     if not clip:
         notes.append("clip_score skipped: no clip_model configured")
 
@@ -134,11 +140,11 @@ def _subset(items: list[dict], limit: int) -> list[dict]:
     return sorted(items, key=lambda i: (i.get("sha256") or "", i.get("uri") or ""))[:max(0, limit)]
 
 
-def _pair_images(manifest: dict, limit: int) -> list[dict]:
-    """The held-out pairs' images, each once (with its request's prompt as caption), at most
-    ``limit``, by request so that no pair loses one side."""
+def _pair_images(pairs: list[dict], limit: int) -> list[dict]:
+    """The pairs' images, each once (with its request's prompt as caption), at most ``limit``,
+    by request so that no pair loses one side."""
     images: dict[str, dict] = {}
-    for pair in sorted(_held_out_pairs(manifest),
+    for pair in sorted(pairs,
                        key=lambda p: (p["request_id"], p["preferred"]["sha256"], p["dispreferred"]["sha256"])):
         sides = [pair[side] for side in ("preferred", "dispreferred")]
         new = [s for s in sides if s["sha256"] not in images]
@@ -150,17 +156,12 @@ def _pair_images(manifest: dict, limit: int) -> list[dict]:
     return list(images.values())
 
 
-def _pair_index(manifest: dict, ids: list[str]) -> list[list]:
-    """[preferred index, dispreferred index, request id] of each held-out pair whose two images
-    were evaluated (``ids``: the evaluated images' content hashes, in loss order)."""
+def _pair_index(pairs: list[dict], ids: list[str]) -> list[list]:
+    """[preferred index, dispreferred index, request id] of each pair whose two images were
+    evaluated (``ids``: the evaluated images' content hashes, in loss order)."""
     index = {sha: n for n, sha in enumerate(ids)}
     return [[index[p["preferred"]["sha256"]], index[p["dispreferred"]["sha256"]], p["request_id"]]
-            for p in _held_out_pairs(manifest)
-            if p["preferred"]["sha256"] in index and p["dispreferred"]["sha256"] in index]
-
-
-def _held_out_pairs(manifest: dict) -> list[dict]:
-    return [p for p in manifest.get("pairs") or [] if p.get("split", TRAIN) == VAL]
+            for p in pairs if p["preferred"]["sha256"] in index and p["dispreferred"]["sha256"] in index]
 
 
 def _by_uri(items: list[dict], prepared) -> list[dict]:

@@ -25,6 +25,12 @@ same interval. The rules, each a ``weekly_retrain`` Param:
   under suspicion): the interval's upper end must not exceed ``max_reference_degradation``
   (default 0: not worse on the reference; a margin lets a week of bad reviews through). With no reference yet, or fewer than
   ``min_reference_images``, the rule is skipped and the reason says so.
+- reference preference (earlier promoted weeks' held-out pairs): the preference margin on them
+  must not be resolvably worse (its lower end at most zero). A challenger trained on inverted
+  pairs can still lower the loss of earlier weeks' liked images (Diffusion-DPO lowers both
+  sides' loss), so the image rule alone lets it through; the margin sees the direction. Not
+  "resolvably better": an honest SFT week barely moves an earlier week's margin. Skipped below
+  ``min_pair_requests`` earlier requests with a pair.
 - ``max_blank_images`` blank renders of the eval prompts; ``max_stat_distance_increase`` for the
   distance of the renders' colour statistics to the held-out images; ``min_clip_score_delta``
   when both models have a CLIP score.
@@ -204,6 +210,22 @@ def decide(eval_result: dict, rules: GateRules | None = None) -> dict:
             check(effect["high"] <= tolerance, f"{text}: not worse (upper end within {_pct(tolerance)})",
                   f"{text}: may be worse on earlier weeks' held-out images (upper end above {_pct(tolerance)}): "
                   "this week's data is suspect")
+
+    reference_pairs = paired.get("reference_pairs")
+    n_requests = len({p[2] for p in (reference_pairs or {}).get("pairs") or []})
+    if reference_pairs and n_requests >= rules.min_pair_requests:
+        effect = evidence["reference_preference"] = preference_effect(reference_pairs, rules)
+        text = (f"{_describe('reference preference margin', effect, rules, 'requests')} of earlier weeks "
+                f"({effect['pairs']} rated pairs)")
+        if not effect["finite"]:
+            failed.append(f"reference preference margin is not finite for one of the models ({effect['pairs']} pairs)")
+        else:
+            check(effect["low"] <= 0, f"{text}: not resolvably worse",
+                  f"{text}: resolvably worse, it moved towards the covers earlier weeks' users liked less: "
+                  "this week's data is suspect")
+    elif reference_pairs and reference_pairs.get("pairs"):
+        passed.append(f"reference preference rule skipped: only {n_requests} earlier request(s) with a rated pair, "
+                      f"fewer than min_pair_requests={rules.min_pair_requests}")
 
     check(chall["blank_images"] <= rules.max_blank_images, f"blank images {chall['blank_images']}",
           f"{chall['blank_images']} blank eval image(s) > {rules.max_blank_images}")

@@ -31,9 +31,11 @@ model ever trained on an image held out in another week. With at least ``min_exa
 in two or more groups, at least one group is held out and at least one is trained on.
 
 The snapshot also carries a *reference* set, evidence that does not come from this week's
-reviews: the held-out items of the last ``reference_weeks`` earlier snapshots whose challenger
-passed the gate (a kept week may be the one with bad data) and was not retired as a canary (its
-users said no: that week's data may be the bad one), minus any image or group in this snapshot. The gate requires the challenger not to be worse on it.
+reviews: the held-out items and held-out preference pairs of the last ``reference_weeks`` earlier
+snapshots whose challenger passed the gate (a kept week may be the one with bad data) and was
+not retired as a canary (its users said no: that week's data may be the bad one), minus any
+image or group in this snapshot. The gate requires the challenger not to be worse on the
+images and not to have moved away from what those weeks' users preferred.
 
 With ``replay`` (off by default: it keeps a challenger good on the reference whatever this
 week taught it, so the reference no longer sees a bad week) the train split also holds the images of those same trusted weeks
@@ -303,6 +305,16 @@ def reference_items(manifest: dict) -> list[dict]:
     return list((manifest.get("reference") or {}).get("items") or [])
 
 
+def reference_pairs(manifest: dict) -> list[dict]:
+    """The manifest's reference pairs (earlier weeks' held-out preference pairs); none in older manifests."""
+    return list((manifest.get("reference") or {}).get("pairs") or [])
+
+
+def held_out_pairs(manifest: dict) -> list[dict]:
+    """The manifest's preference pairs in held-out groups."""
+    return [p for p in manifest.get("pairs") or [] if p.get("split", TRAIN) == VAL]
+
+
 def earlier_snapshots(warehouse: Warehouse, start: datetime, weeks: int) -> list[dict]:
     """The last ``weeks`` promoted weekly runs before ``start``: {interval_start, manifest_uri}."""
     if weeks <= 0:
@@ -316,21 +328,27 @@ def held_out_key(manifest_key: str) -> str:
 
 
 def build_reference(store: ObjectStore, earlier: list[dict], items: list[dict]) -> dict:
-    """The held-out generated images of ``earlier`` snapshots (newest first), each image once,
-    without the images of this snapshot and without any group it trains on (a group's side
-    never changes for a fixed ``val_fraction``; this guards against a changed one). Held-out
-    covers are not taken: they stay in the catalogue and are in this week's held-out set."""
-    taken = {i["sha256"] for i in items}
+    """The held-out generated images and preference pairs of ``earlier`` snapshots (newest first),
+    each once, without the images of this snapshot and without any group it trains on (a
+    group's side never changes for a fixed ``val_fraction``; this guards against a changed one).
+    Held-out covers are not taken: they stay in the catalogue and are in this week's held-out set.
+    The pairs let the gate see a challenger that learnt the reverse of what users preferred
+    before: it can still be good on the earlier weeks' liked images."""
+    this_week = {i["sha256"] for i in items}
+    taken = set(this_week)
     groups = {i["group"] for i in items if i["split"] == TRAIN}
-    weeks, out = [], []
+    weeks, out, pairs, seen = [], [], [], set()
     for run in earlier:
-        uri = run["manifest_uri"]
+        uri, week = run["manifest_uri"], str(run["interval_start"])
         try:
             src, key = open_uri(uri, store)
-            held_out = read_json(src, held_out_key(key))["items"] if src.exists(held_out_key(key)) else \
-                split_items(read_json(src, key), VAL)  # snapshots written before the held-out file
+            held = read_json(src, held_out_key(key)) if src.exists(held_out_key(key)) else {}
+            # snapshots written before the held-out file (or before it held the pairs)
+            manifest = read_json(src, key) if "pairs" not in held else {}
+            held_out = held["items"] if "items" in held else split_items(manifest, VAL)
+            week_pairs = held["pairs"] if "pairs" in held else held_out_pairs(manifest)
         except (OSError, ValueError, KeyError) as exc:
-            weeks.append({"interval_start": str(run["interval_start"]), "manifest_uri": uri, "items": 0,
+            weeks.append({"interval_start": week, "manifest_uri": uri, "items": 0, "pairs": 0,
                           "note": f"unreadable: {exc}"})
             continue
         added = 0
@@ -338,11 +356,18 @@ def build_reference(store: ObjectStore, earlier: list[dict], items: list[dict]) 
             if item.get("source") != "generated" or item["sha256"] in taken or item.get("group") in groups:
                 continue
             taken.add(item["sha256"])
-            out.append({k: item.get(k) for k in ("source", "ref", "uri", "sha256", "caption", "group")}
-                       | {"week": str(run["interval_start"])})
+            out.append({k: item.get(k) for k in ("source", "ref", "uri", "sha256", "caption", "group")} | {"week": week})
             added += 1
-        weeks.append({"interval_start": str(run["interval_start"]), "manifest_uri": uri, "items": added})
-    return {"weeks": weeks, "items": out}
+        added_pairs = 0
+        for pair in week_pairs:
+            sides = (pair["preferred"]["sha256"], pair["dispreferred"]["sha256"])
+            if sides in seen or pair.get("group") in groups or not this_week.isdisjoint(sides):
+                continue
+            seen.add(sides)
+            pairs.append({**pair, "week": week})
+            added_pairs += 1
+        weeks.append({"interval_start": week, "manifest_uri": uri, "items": added, "pairs": added_pairs})
+    return {"weeks": weeks, "items": out, "pairs": pairs}
 
 
 def _check(rows: list[dict], store: ObjectStore, config: SnapshotConfig) -> tuple[list, list, dict]:
@@ -434,7 +459,8 @@ def build_snapshot(warehouse: Warehouse, store: ObjectStore, start: datetime, en
         "generated": sum(i["source"] == "generated" for i in items), "covers": sum(i["source"] == "cover" for i in items),
         "train": split[TRAIN], "val": split[VAL],
         "val_generated": split["val_by_source"]["generated"], "val_covers": split["val_by_source"]["cover"],
-        "reference": len(reference["items"]), "reference_weeks": sum(w["items"] > 0 for w in reference["weeks"]),
+        "reference": len(reference["items"]), "reference_pairs": len(reference["pairs"]),
+        "reference_weeks": sum(w["items"] > 0 or w["pairs"] > 0 for w in reference["weeks"]),
         "replayed": sum(bool(i.get("replay")) for i in items),
         "dropped": len(dropped), "duplicates": sum("duplicate" in d["reason"] for d in dropped),
         "unreadable": sum(d["reason"].startswith("unreadable") for d in dropped),
@@ -457,7 +483,8 @@ def build_snapshot(warehouse: Warehouse, store: ObjectStore, start: datetime, en
     key = f"{SNAPSHOT_PREFIX}/{digest}.json"
     if not store.exists(key):  # compact JSON: a catalogue-sized manifest is tens of MB
         held_out = [i for i in val if i["source"] == "generated"]
-        _put_json(store, held_out_key(key), {"manifest": store.uri(key), "items": held_out})
+        _put_json(store, held_out_key(key), {"manifest": store.uri(key), "items": held_out,
+                                             "pairs": held_out_pairs(manifest)})
         _put_json(store, key, {**manifest, "sha256": digest})
     return {"uri": store.uri(key), "sha256": digest, "counts": counts, "split": split, "skip_reason": skip_reason,
             "dropped": dropped, "hashed_now": len(fills["generated"]) + len(fills["cover"])}

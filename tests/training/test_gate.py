@@ -190,8 +190,44 @@ def test_the_preference_margin_decides_when_too_few_liked_images_are_held_out():
     assert kept["decision"] == "keep"
 
 
+def with_reference_pairs(verdict_input, champ_w, champ_l, chall_w, chall_l, per_request=3):
+    """Earlier weeks' held-out pairs, like :func:`with_pairs`."""
+    with_pairs(verdict_input, champ_w, champ_l, chall_w, chall_l, per_request)
+    verdict_input["paired"]["reference_pairs"] = verdict_input["paired"]["pairs"]
+    del verdict_input["paired"]["pairs"]
+    return verdict_input
+
+
+def test_a_challenger_that_reversed_earlier_weeks_preferences_is_kept():
+    """A week of inverted pairs: Diffusion-DPO on them lowers this week's (inverted) margin and
+    the loss of the earlier weeks' liked images too, so the val and reference image rules pass;
+    on the earlier weeks' pairs its margin turned positive, and that keeps it."""
+    champ, ref = losses(24), losses(32, seed=7)
+    w, lose = losses(30, seed=3), losses(30, seed=4)
+    noise = np.random.default_rng(5).normal(0, 0.002, 30)
+    fooled = result(champ, champ * 0.95, reference=(ref, ref * 0.97))
+    assert decide(fooled)["decision"] == "promote"  # the image rules alone are fooled
+    reversed_ = decide(with_reference_pairs(fooled, w, lose, w * 0.99 + noise, lose * 0.96 - noise))
+    assert reversed_["decision"] == "keep", reversed_["reasons"]
+    margin = reversed_["evidence"]["reference_preference"]
+    assert 0 < margin["low"] < margin["effect"] and margin["n"] == 10 and margin["pairs"] == 30
+    assert reversed_["reasons"][0].startswith("reference preference margin +") and \
+        "resolvably worse, it moved towards the covers earlier weeks' users liked less" in reversed_["reasons"][0]
+    # an honest week: the earlier margin unchanged up to noise (both sides lowered alike): promoted
+    honest = decide(with_reference_pairs(result(champ, champ * 0.95, reference=(ref, ref * 0.97)),
+                                         w, lose, w * 0.97 + noise, lose * 0.97 - noise))
+    assert honest["decision"] == "promote", honest["reasons"]
+    assert any(r.startswith("reference preference margin") and r.endswith("not resolvably worse")
+               for r in honest["reasons"])
+    few = decide(with_reference_pairs(result(champ, champ * 0.95), w[:9], lose[:9], w[:9], lose[:9] * 0.9))
+    assert few["decision"] == "promote"  # 3 earlier requests: skipped, and said so
+    assert "reference preference rule skipped: only 3 earlier request(s) with a rated pair, fewer than " \
+        "min_pair_requests=4" in few["reasons"]
+
+
 def test_the_evaluation_takes_each_held_out_pair_whole_and_each_image_once():
     from training.evaluate_job import _pair_images, _pair_index
+    from training.snapshot import held_out_pairs
 
     def image(n):
         return {"ref": f"i{n}", "uri": f"file:///x/{n}.png", "sha256": f"{n:064x}"}
@@ -200,13 +236,13 @@ def test_the_evaluation_takes_each_held_out_pair_whole_and_each_image_once():
              {"request_id": "r1", "split": "val", "caption": "blue", "preferred": image(1), "dispreferred": image(3)},
              {"request_id": "r2", "split": "val", "caption": "red", "preferred": image(4), "dispreferred": image(5)},
              {"request_id": "r3", "split": "train", "caption": "x", "preferred": image(6), "dispreferred": image(7)}]
-    manifest = {"pairs": pairs}
-    images = _pair_images(manifest, limit=10)
+    held_out = held_out_pairs({"pairs": pairs})
+    images = _pair_images(held_out, limit=10)
     assert [i["ref"] for i in images] == ["i1", "i2", "i3", "i4", "i5"]  # train pairs never, each image once
     assert images[3]["caption"] == "red"
     ids = [i["sha256"] for i in images]
-    assert _pair_index(manifest, ids) == [[0, 1, "r1"], [0, 2, "r1"], [3, 4, "r2"]]
+    assert _pair_index(held_out, ids) == [[0, 1, "r1"], [0, 2, "r1"], [3, 4, "r2"]]
     # a limit never splits a pair: the evaluated images only ever hold whole pairs
-    small = _pair_images(manifest, limit=4)
+    small = _pair_images(held_out, limit=4)
     assert [i["ref"] for i in small] == ["i1", "i2", "i3"]
-    assert _pair_index(manifest, [i["sha256"] for i in small]) == [[0, 1, "r1"], [0, 2, "r1"]]
+    assert _pair_index(held_out, [i["sha256"] for i in small]) == [[0, 1, "r1"], [0, 2, "r1"]]

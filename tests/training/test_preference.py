@@ -105,6 +105,43 @@ def test_pairs_follow_the_group_split(warehouse, store):
     assert sides == {"held": VAL, "trained": "train"}
 
 
+def test_the_reference_holds_the_held_out_pairs_of_trusted_earlier_weeks_only(warehouse, store):
+    """Week 1 was promoted, week 2 kept (its reviews may be the bad ones): week 3's reference
+    holds week 1's held-out pairs (read from the file beside its manifest), none of its train
+    pairs and nothing of week 2."""
+    from sleeve.store import open_uri, read_json
+    from training.snapshot import VAL, SnapshotConfig, _split_score, build_snapshot, held_out_key
+
+    songs = [f"s{n}" for n in range(200)]
+    held = [s for s in songs if _split_score(f"song:{s}") < 0.25][:6]
+    trained = [s for s in songs if _split_score(f"song:{s}") >= 0.25][:6]
+    warehouse.upsert("songs", [{"song_id": s, "source": "sample", "source_id": s} for s in held + trained])
+    weeks = [WEEK_START + timedelta(days=7 * k) for k in range(4)]
+    for week in (1, 2, 3):
+        for n, song in enumerate(held + trained):
+            add_request(warehouse, store, f"w{week}-{song}", [5, 3, 1], seed=1000 * week + 10 * n, song_id=song,
+                        when=weeks[week - 1] + timedelta(days=1))
+    uris = {}
+    for week, decision in ((1, "promote"), (2, "keep")):
+        snap = build_snapshot(warehouse, store, weeks[week - 1], weeks[week], SnapshotConfig(include_covers=False))
+        uris[week] = snap["uri"]
+        warehouse.upsert("training_runs", [{
+            "run_id": f"run{week}", "kind": "style", "status": "trained", "decision": decision,
+            "manifest_uri": snap["uri"], "model_version": f"style-w{week}",
+            "interval_start": weeks[week - 1], "interval_end": weeks[week]}])
+    week1 = read_json(*open_uri(uris[1]))
+    src, key = open_uri(uris[1])
+    week1_held_out = [p for p in week1["pairs"] if p["split"] == VAL]
+    assert len(week1_held_out) == 3 * len(held) and read_json(src, held_out_key(key))["pairs"] == week1_held_out
+
+    snap = build_snapshot(warehouse, store, weeks[2], weeks[3], SnapshotConfig(include_covers=False))
+    reference = read_json(*open_uri(snap["uri"]))["reference"]
+    assert sorted(p["request_id"] for p in reference["pairs"]) == sorted(p["request_id"] for p in week1_held_out)
+    assert {p["week"] for p in reference["pairs"]} == {str(weeks[0])}
+    assert snap["counts"]["reference_pairs"] == len(week1_held_out)
+    assert [w["pairs"] for w in reference["weeks"]] == [len(week1_held_out)]
+
+
 def test_dpo_objective_skips_with_too_few_pairs(warehouse, store):
     add_request(warehouse, store, "rq1", [5, 2], seed=130)
     snap, _ = pairs_of(warehouse, store, objective="dpo", min_pairs=2)
