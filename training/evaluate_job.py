@@ -108,8 +108,9 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
                        generator=torch.Generator("cpu").manual_seed(i["seed"])).images[0] for i in eval_set["items"]]
         columns[name if uri else "champion (base)"] = images
         stats = image_stats(images)
+        memo: dict = {}  # a liked held-out image is also in a pair: its loss is computed once
         for set_name, prepared in data.items():
-            paired[set_name][name] = validation_losses(parts, prepared)
+            paired[set_name][name] = validation_losses(parts, prepared, memo=memo)
         losses = paired["val"][name]
         m = {"val_loss": sum(losses) / len(losses) if losses else None,  # None, not NaN: results are JSON
              **{k: v for k, v in stats.items() if not isinstance(v, list)}}

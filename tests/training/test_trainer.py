@@ -116,3 +116,23 @@ def test_gradient_accumulation_defers_the_optimizer_step(tiny_model, sample_exam
     state = torch.load(first / "state.pt", weights_only=False)
     steps = {int(s["step"]) for s in state["optimizer"]["state"].values()}
     assert first.name == "step-0000001" and steps == {1}
+
+
+def test_validation_losses_batched_pair_by_image_whatever_else_is_evaluated(tiny_model, sample_examples):
+    """One batch of noise levels per image gives the per-level losses; an image's loss does not
+    depend on the other images or their order, and the memo returns the same value."""
+    import pytest
+
+    from training.trainer import PreparedData, load_components, validation_losses
+
+    parts = load_components(str(tiny_model))
+    data = PreparedData(parts, sample_examples, 64, None, cache_text=True)
+    batched = validation_losses(parts, data)
+    one_by_one = validation_losses(parts, data, batch_size=1)
+    assert batched == pytest.approx(one_by_one, rel=1e-5) and len(set(batched)) == len(batched)
+    tail = PreparedData(parts, sample_examples[:1:-1], 64, None, cache_text=True)  # fewer, reversed
+    assert validation_losses(parts, tail, batch_size=7) == pytest.approx(batched[:1:-1], rel=1e-5)
+    memo: dict = {}
+    assert validation_losses(parts, data, memo=memo) == batched and len(memo) == len(batched)
+    memo[(sample_examples[0].sha256, sample_examples[0].caption)] = -1.0
+    assert validation_losses(parts, data, memo=memo)[0] == -1.0  # taken from the memo, not recomputed
