@@ -115,6 +115,19 @@ def preference_effect(pairs: dict, rules: GateRules) -> dict:
     return {**effect, "pairs": len(pairs["pairs"])}
 
 
+def _margin(pairs: dict | None, rules: GateRules, label: str, which: str) -> tuple[dict | None, str]:
+    """The preference margin of one set of pairs and its description; (None, why not) when it
+    has fewer than ``min_pair_requests`` requests with a pair, (None, "") when it has none."""
+    n_requests = len({p[2] for p in (pairs or {}).get("pairs") or []})
+    if not n_requests:
+        return None, ""
+    if n_requests < rules.min_pair_requests:
+        return None, (f"only {n_requests} {which} request(s) with a rated pair, fewer than "
+                      f"min_pair_requests={rules.min_pair_requests}")
+    effect = preference_effect(pairs, rules)
+    return effect, f"{_describe(label, effect, rules, f'{which} requests')} ({effect['pairs']} rated pairs)"
+
+
 def _pct(x: float) -> str:
     """-0.031 -> "−3.1 %" (a true minus sign); zero -> "0.0 %"."""
     return "0.0 %" if x == 0 else f"{x * 100:+.1f} %".replace("-", "\u2212")
@@ -168,12 +181,12 @@ def decide(eval_result: dict, rules: GateRules | None = None) -> dict:
             measured.append((better, worse, f"{text}: {verdict} (upper end {'below' if better else 'needs to be below'} "
                                             f"{_pct(bar)})"))
 
-    pairs = paired.get("pairs")
-    n_requests = len({p[2] for p in (pairs or {}).get("pairs") or []})
-    if pairs and n_requests >= rules.min_pair_requests:
-        effect = evidence["preference"] = preference_effect(pairs, rules)
-        text = (f"{_describe('preference margin', effect, rules, 'held-out requests')} "
-                f"({effect['pairs']} rated pairs)")
+    effect, text = _margin(paired.get("pairs"), rules, "preference margin", "held-out")
+    if effect is None:
+        if text:
+            passed.append(f"preference rule skipped: {text}")
+    else:
+        evidence["preference"] = effect
         if not effect["finite"]:
             failed.append(f"preference margin is not finite for one of the models ({effect['pairs']} pairs)")
         else:
@@ -182,9 +195,6 @@ def decide(eval_result: dict, rules: GateRules | None = None) -> dict:
                        else "resolvably worse: it moved towards the covers users liked less" if worse
                        else "not resolvably better")
             measured.append((better, worse, f"{text}: {verdict}"))
-    elif pairs and pairs.get("pairs"):
-        passed.append(f"preference rule skipped: only {n_requests} held-out request(s) with a rated pair, fewer "
-                      f"than min_pair_requests={rules.min_pair_requests}")
     if measured:  # better on either measure and resolvably worse on none
         ok = any(m[0] for m in measured) and not any(m[1] for m in measured)
         (passed if ok else failed).extend(m[2] for m in measured)
@@ -211,21 +221,18 @@ def decide(eval_result: dict, rules: GateRules | None = None) -> dict:
                   f"{text}: may be worse on earlier weeks' held-out images (upper end above {_pct(tolerance)}): "
                   "this week's data is suspect")
 
-    reference_pairs = paired.get("reference_pairs")
-    n_requests = len({p[2] for p in (reference_pairs or {}).get("pairs") or []})
-    if reference_pairs and n_requests >= rules.min_pair_requests:
-        effect = evidence["reference_preference"] = preference_effect(reference_pairs, rules)
-        text = (f"{_describe('reference preference margin', effect, rules, 'requests')} of earlier weeks "
-                f"({effect['pairs']} rated pairs)")
+    effect, text = _margin(paired.get("reference_pairs"), rules, "reference preference margin", "earlier")
+    if effect is None:
+        if text:
+            passed.append(f"reference preference rule skipped: {text}")
+    else:
+        evidence["reference_preference"] = effect
         if not effect["finite"]:
             failed.append(f"reference preference margin is not finite for one of the models ({effect['pairs']} pairs)")
         else:
             check(effect["low"] <= 0, f"{text}: not resolvably worse",
                   f"{text}: resolvably worse, it moved towards the covers earlier weeks' users liked less: "
                   "this week's data is suspect")
-    elif reference_pairs and reference_pairs.get("pairs"):
-        passed.append(f"reference preference rule skipped: only {n_requests} earlier request(s) with a rated pair, "
-                      f"fewer than min_pair_requests={rules.min_pair_requests}")
 
     check(chall["blank_images"] <= rules.max_blank_images, f"blank images {chall['blank_images']}",
           f"{chall['blank_images']} blank eval image(s) > {rules.max_blank_images}")

@@ -211,7 +211,7 @@ def test_a_challenger_that_reversed_earlier_weeks_preferences_is_kept():
     assert reversed_["decision"] == "keep", reversed_["reasons"]
     margin = reversed_["evidence"]["reference_preference"]
     assert 0 < margin["low"] < margin["effect"] and margin["n"] == 10 and margin["pairs"] == 30
-    assert reversed_["reasons"][0].startswith("reference preference margin +") and \
+    assert reversed_["reasons"][0].startswith("reference preference margin +") and "over 10 earlier requests" in reversed_["reasons"][0] and \
         "resolvably worse, it moved towards the covers earlier weeks' users liked less" in reversed_["reasons"][0]
     # an honest week: the earlier margin unchanged up to noise (both sides lowered alike): promoted
     honest = decide(with_reference_pairs(result(champ, champ * 0.95, reference=(ref, ref * 0.97)),
