@@ -34,7 +34,8 @@
   cover's loss lowered more than the dispreferred one's, over `min_pair_requests` requests)
   resolvably below zero, and neither resolvably worse; on the reference set an upper end at most
   `max_reference_degradation` (skipped, and said so, with fewer than `min_reference_images`)
-  and a preference margin on the reference pairs not resolvably worse,
+  and a preference margin on the reference pairs not resolvably worse (resolvably better: an
+  unresolved reference loss is not decisive),
   at most `max_blank_images` blank renders, colour statistics within
   `max_stat_distance_increase`, CLIP score down at most `-min_clip_score_delta`. The reasons
   state each effect with its interval, e.g. `val loss −3.1 % [−5.0 %, −1.2 %] 95 % paired

@@ -27,10 +27,13 @@ same interval. The rules, each a ``weekly_retrain`` Param:
   ``min_reference_images``, the rule is skipped and the reason says so.
 - reference preference (earlier promoted weeks' held-out pairs): the preference margin on them
   must not be resolvably worse (its lower end at most zero). A challenger trained on inverted
-  pairs can still lower the loss of earlier weeks' liked images (Diffusion-DPO lowers both
-  sides' loss), so the image rule alone lets it through; the margin sees the direction. Not
-  "resolvably better": an honest SFT week barely moves an earlier week's margin. Skipped below
-  ``min_pair_requests`` earlier requests with a pair.
+  pairs can still lower the loss of earlier weeks' liked images, so the image rule alone can
+  let it through; the margin sees the direction. Not "resolvably better": an honest SFT week
+  barely moves an earlier week's margin. When it *is* resolvably better, an unresolved reference
+  loss (interval straddling the bar) is not decisive: Diffusion-DPO moves the gap between the
+  covers, not the liked covers' loss, and an honest DPO week was kept at +0.5 % [-0.1 %, +1.2 %]
+  with its margin at -1.0 % [-1.7 %, -0.3 %]. A resolvably worse reference loss always keeps.
+  Skipped below ``min_pair_requests`` earlier requests with a pair.
 - ``max_blank_images`` blank renders of the eval prompts; ``max_stat_distance_increase`` for the
   distance of the renders' colour statistics to the held-out images; ``min_clip_score_delta``
   when both models have a CLIP score.
@@ -202,6 +205,23 @@ def decide(eval_result: dict, rules: GateRules | None = None) -> dict:
     else:
         failed.extend(missing)
 
+    # The reference: earlier promoted weeks' held-out images and pairs. Its preference margin
+    # goes first: a resolvably better one waives an unresolved image loss (Diffusion-DPO moves the
+    # gap between the covers, not the liked covers' loss); a resolvably worse one always keeps.
+    margin, margin_text = _margin(paired.get("reference_pairs"), rules, "reference preference margin", "earlier")
+    margin_better = bool(margin and margin["finite"] and margin["high"] < 0)
+    if margin is None:
+        if margin_text:
+            passed.append(f"reference preference rule skipped: {margin_text}")
+    else:
+        evidence["reference_preference"] = margin
+        if not margin["finite"]:
+            failed.append(f"reference preference margin is not finite for one of the models ({margin['pairs']} pairs)")
+        else:
+            check(margin["low"] <= 0, f"{margin_text}: {'better' if margin_better else 'not resolvably worse'}",
+                  f"{margin_text}: resolvably worse, it moved towards the covers earlier weeks' users liked less: "
+                  "this week's data is suspect")
+
     reference = paired.get("reference")
     n_ref = len((reference or {}).get("champion") or [])
     if not n_ref:
@@ -217,22 +237,13 @@ def decide(eval_result: dict, rules: GateRules | None = None) -> dict:
             failed.append(f"reference loss is not finite for one of the models ({n_ref} images)")
         else:
             tolerance = rules.max_reference_degradation
-            check(effect["high"] <= tolerance, f"{text}: not worse (upper end within {_pct(tolerance)})",
-                  f"{text}: may be worse on earlier weeks' held-out images (upper end above {_pct(tolerance)}): "
-                  "this week's data is suspect")
-
-    effect, text = _margin(paired.get("reference_pairs"), rules, "reference preference margin", "earlier")
-    if effect is None:
-        if text:
-            passed.append(f"reference preference rule skipped: {text}")
-    else:
-        evidence["reference_preference"] = effect
-        if not effect["finite"]:
-            failed.append(f"reference preference margin is not finite for one of the models ({effect['pairs']} pairs)")
-        else:
-            check(effect["low"] <= 0, f"{text}: not resolvably worse",
-                  f"{text}: resolvably worse, it moved towards the covers earlier weeks' users liked less: "
-                  "this week's data is suspect")
+            unsure = f"{text}: may be worse on earlier weeks' held-out images (upper end above {_pct(tolerance)})"
+            if effect["high"] <= tolerance:
+                passed.append(f"{text}: not worse (upper end within {_pct(tolerance)})")
+            elif margin_better and effect["low"] <= tolerance:
+                passed.append(f"{unsure} (not decisive: the reference preference margin is better)")
+            else:
+                failed.append(f"{unsure}: this week's data is suspect")
 
     check(chall["blank_images"] <= rules.max_blank_images, f"blank images {chall['blank_images']}",
           f"{chall['blank_images']} blank eval image(s) > {rules.max_blank_images}")

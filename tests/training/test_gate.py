@@ -219,6 +219,22 @@ def test_a_challenger_that_reversed_earlier_weeks_preferences_is_kept():
     assert honest["decision"] == "promote", honest["reasons"]
     assert any(r.startswith("reference preference margin") and r.endswith("not resolvably worse")
                for r in honest["reasons"])
+    # Diffusion-DPO: the earlier liked covers' loss unresolved, the earlier weeks' margin better:
+    # promoted; the same loss without the better margin, or resolvably worse, is kept
+    unsure = (ref, ref * 1.005 + np.random.default_rng(8).normal(0, 0.01, 32))
+    better = with_reference_pairs(result(champ, champ * 0.95, reference=unsure), w, lose, w * 0.99 - noise,
+                                  lose * 1.0 + noise)
+    verdict = decide(better)
+    assert verdict["evidence"]["reference"]["low"] <= 0 < verdict["evidence"]["reference"]["high"]
+    assert verdict["evidence"]["reference_preference"]["high"] < 0
+    assert verdict["decision"] == "promote", verdict["reasons"]
+    assert any(r.startswith("reference loss") and r.endswith("(not decisive: the reference preference margin is better)")
+               for r in verdict["reasons"])
+    flat = with_reference_pairs(result(champ, champ * 0.95, reference=unsure), w, lose, w.copy(), lose.copy())
+    assert decide(flat)["decision"] == "keep"
+    worse = with_reference_pairs(result(champ, champ * 0.95, reference=(ref, ref * 1.05)), w, lose,
+                                 w * 0.99 - noise, lose * 1.0 + noise)
+    assert decide(worse)["decision"] == "keep"
     few = decide(with_reference_pairs(result(champ, champ * 0.95), w[:9], lose[:9], w[:9], lose[:9] * 0.9))
     assert few["decision"] == "promote"  # 3 earlier requests: skipped, and said so
     assert "reference preference rule skipped: only 3 earlier request(s) with a rated pair, fewer than " \
