@@ -5,7 +5,9 @@
 Config: ``base_model``, ``challenger_uri`` (adapter folder URI), ``champion_uri`` (adapter URI
 or null: the base model is the champion), ``resolution``, ``steps`` (inference steps),
 ``max_eval_images`` (at most this many held-out and this many reference images, chosen by
-content hash so every source is represented; default 256), ``clip_model`` (optional CLIP hub
+content hash so every source is represented; default 256), ``cache_dir`` (optional, shared across
+weeks: latents, and each model's losses per image, so the champion is not evaluated again on
+the reference it saw last week; :class:`training.trainer.LossMemo`), ``clip_model`` (optional CLIP hub
 id or folder, e.g. ``openai/clip-vit-base-patch32``; unset: no CLIP score, a note says so).
 
 The gate's evidence is ``paired``: for the snapshot's held-out ``val`` split (images no model
@@ -51,7 +53,14 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
     from diffusers import DDPMScheduler, DiffusionPipeline
 
     from training.dataset import Example
-    from training.trainer import WEIGHTS_NAME, Components, PreparedData, resolve_precision, validation_losses
+    from training.trainer import (
+        WEIGHTS_NAME,
+        Components,
+        LossMemo,
+        PreparedData,
+        resolve_precision,
+        validation_losses,
+    )
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(resolve_precision("auto"), torch.float32)
@@ -62,9 +71,11 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
     pipe.set_progress_bar_config(disable=True)
     work = Path(tempfile.mkdtemp(prefix="sleeve-eval-"))
     models = {"champion": config.get("champion_uri"), "challenger": config["challenger_uri"]}
+    weights = {}  # model -> its adapter's weights file (None: the bare base model)
     for name, uri in models.items():
+        weights[name] = download_output(uri, work / name) / WEIGHTS_NAME if uri else None
         if uri:
-            pipe.load_lora_weights(str(download_output(uri, work / name)), weight_name=WEIGHTS_NAME, adapter_name=name)
+            pipe.load_lora_weights(str(weights[name].parent), weight_name=WEIGHTS_NAME, adapter_name=name)
     sdxl = getattr(pipe.unet.config, "addition_embed_type", None) == "text_time"
     tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if sdxl else [])
     encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if sdxl else [])
@@ -108,9 +119,12 @@ def main(manifest: dict, config: dict, output_uri: str) -> dict:
                        generator=torch.Generator("cpu").manual_seed(i["seed"])).images[0] for i in eval_set["items"]]
         columns[name if uri else "champion (base)"] = images
         stats = image_stats(images)
-        memo: dict = {}  # a liked held-out image is also in a pair: its loss is computed once
+        # An image is computed once per model: across the sets it is in (a liked held-out cover
+        # is also in a pair) and across weeks (the champion saw the reference last week).
+        memo = LossMemo.open(config.get("cache_dir"), parts, resolution, weights[name])
         for set_name, prepared in data.items():
             paired[set_name][name] = validation_losses(parts, prepared, memo=memo)
+        memo.save()
         losses = paired["val"][name]
         m = {"val_loss": sum(losses) / len(losses) if losses else None,  # None, not NaN: results are JSON
              **{k: v for k, v in stats.items() if not isinstance(v, list)}}

@@ -387,6 +387,49 @@ def validation_losses(parts: Components, data: PreparedData, timesteps=VALIDATIO
     return out
 
 
+class LossMemo(dict):
+    """:func:`validation_losses`' memo for one model, kept on disk so that a model is never
+    evaluated twice on the same image: every week's evaluation sends the champion through the
+    reference (earlier weeks' held-out images and pairs) again, and a kept champion saw all of
+    it last week, as did a promoted challenger. The file is named by everything a loss depends
+    on: the base model, the adapter's weights (their content hash; None: the bare base), the
+    resolution, dtype and device type, and validation_losses' default noise levels and seed.
+    Entries: ((content hash, caption), loss)."""
+
+    def __init__(self, path: Path | None = None, entries: dict | None = None):
+        super().__init__(entries or {})
+        self.path, self.loaded = path, len(self)
+
+    @classmethod
+    def open(cls, cache_dir: str | Path | None, parts: Components, resolution: int,
+             adapter: str | Path | None) -> LossMemo:
+        if not cache_dir:
+            return cls()
+        weights = hashlib.sha256(Path(adapter).read_bytes()).hexdigest() if adapter else None
+        key = content_hash(["validation-loss-v1", parts.base_model, weights, resolution, str(parts.weight_dtype),
+                            parts.device.type, list(VALIDATION_TIMESTEPS), 1234])
+        path = Path(cache_dir) / "losses" / key[:2] / f"{key}.json"
+        entries = {}
+        if path.exists():
+            try:
+                entries = {(sha, caption): float(loss) for sha, caption, loss in json.loads(path.read_text())}
+            except (ValueError, TypeError) as exc:  # a torn or foreign file: recompute, and overwrite it
+                log.warning("ignoring unreadable loss cache %s: %s", path, exc)
+        return cls(path, entries)
+
+    def save(self) -> None:
+        """Write it (atomically) when this evaluation added losses."""
+        if self.path is None or len(self) == self.loaded:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.part")
+        # Only content-hashed images: a URI (an image without a hash) may later hold other bytes.
+        tmp.write_text(json.dumps(sorted([sha, caption, loss] for (sha, caption), loss in self.items()
+                                         if "/" not in sha)))
+        os.replace(tmp, self.path)
+        self.loaded = len(self)
+
+
 # ---------------------------------------------------------------- checkpoints
 
 def _lora_state(parts: Components, config: TrainConfig) -> dict:

@@ -136,3 +136,33 @@ def test_validation_losses_batched_pair_by_image_whatever_else_is_evaluated(tiny
     assert validation_losses(parts, data, memo=memo) == batched and len(memo) == len(batched)
     memo[(sample_examples[0].sha256, sample_examples[0].caption)] = -1.0
     assert validation_losses(parts, data, memo=memo)[0] == -1.0  # taken from the memo, not recomputed
+
+
+def test_loss_memo_on_disk_is_per_model_and_reused(tiny_model, sample_examples, tmp_path, monkeypatch):
+    """A model's losses come back from the cache next time (not recomputed); another adapter, a
+    bare base or another resolution never gets them; a torn file is recomputed."""
+    from training import trainer
+    from training.trainer import LossMemo, PreparedData, load_components, validation_losses
+
+    parts = load_components(str(tiny_model))
+    data = PreparedData(parts, sample_examples, 64, None, cache_text=True)
+    adapter, other = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    adapter.write_bytes(b"adapter one")
+    other.write_bytes(b"adapter two")
+    memo = LossMemo.open(tmp_path / "cache", parts, 64, adapter)
+    losses = validation_losses(parts, data, memo=memo)
+    memo.save()
+    again = LossMemo.open(tmp_path / "cache", parts, 64, adapter)
+    assert again == memo and len(again) == len(sample_examples)
+
+    def no_unet(*args, **kwargs):
+        raise AssertionError("recomputed a loss the cache holds")
+
+    monkeypatch.setattr(trainer, "per_sample_loss", no_unet)
+    assert validation_losses(parts, data, memo=again) == losses  # read from disk, not recomputed
+    monkeypatch.undo()
+    for model, resolution in ((other, 64), (None, 64), (adapter, 32)):
+        assert LossMemo.open(tmp_path / "cache", parts, resolution, model) == {}
+    again.path.write_text("[[\"torn")
+    assert LossMemo.open(tmp_path / "cache", parts, 64, adapter) == {}
+    assert LossMemo.open(None, parts, 64, adapter).path is None  # no cache dir: memory only
