@@ -46,7 +46,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from sleeve.ids import content_hash
+from sleeve.ids import content_hash, sha256_bytes
 from training.checkpoints import Checkpoints, fingerprint
 from training.dataset import Example, TensorCache, decode_image, preprocess, read_image_bytes
 
@@ -346,10 +346,11 @@ def per_sample_loss(parts: Components, latents, cond: dict, time_ids, timesteps,
 
 
 VALIDATION_TIMESTEPS = tuple(range(25, 1000, 50))  # 20 levels: a gate week has only tens of images
+VALIDATION_SEED = 1234
 
 
 def validation_losses(parts: Components, data: PreparedData, timesteps=VALIDATION_TIMESTEPS,
-                      seed: int = 1234, batch_size: int = 20, memo: dict | None = None) -> list[float]:
+                      seed: int = VALIDATION_SEED, batch_size: int = 20, memo: dict | None = None) -> list[float]:
     """Per-image loss (mean over fixed noise levels) with noise drawn from (``seed``, the image's
     content hash, the noise level): an image gets the same noise whatever else is evaluated
     and in whatever order, so two adapters' losses pair image by image. Twenty levels, not
@@ -405,9 +406,9 @@ class LossMemo(dict):
              adapter: str | Path | None) -> LossMemo:
         if not cache_dir:
             return cls()
-        weights = hashlib.sha256(Path(adapter).read_bytes()).hexdigest() if adapter else None
+        weights = sha256_bytes(Path(adapter).read_bytes()) if adapter else None
         key = content_hash(["validation-loss-v1", parts.base_model, weights, resolution, str(parts.weight_dtype),
-                            parts.device.type, list(VALIDATION_TIMESTEPS), 1234])
+                            parts.device.type, list(VALIDATION_TIMESTEPS), VALIDATION_SEED])
         path = Path(cache_dir) / "losses" / key[:2] / f"{key}.json"
         entries = {}
         if path.exists():
